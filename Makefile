@@ -1,0 +1,50 @@
+# The README's two commands: `make demo` and `make test`. Everything they need is installed here.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip --disable-pip-version-check -q
+MLFLOW_VENV ?= bench/.venv-mlflow
+MLFLOW_VERSION ?= 3.18.0
+MLFLOW_BASE_VERSION ?= 3.17.2
+
+.PHONY: demo test install install-test java mlflow-venv bench clean
+
+$(VENV)/bin/python:
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -U pip
+
+$(VENV)/.installed: pyproject.toml | $(VENV)/bin/python
+	$(PIP) install -e .[sklearn]
+	touch $@
+
+$(VENV)/.installed-test: pyproject.toml | $(VENV)/bin/python
+	$(PIP) install -e .[test]
+	touch $@ $(VENV)/.installed
+
+install: $(VENV)/.installed
+install-test: $(VENV)/.installed-test
+
+# Spark needs a Java runtime; install one only where none is present.
+java:
+	@command -v java >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq openjdk-17-jre-headless; }
+
+# MLflow lives in its own venv: the interop tests need one environment with modelfmt and without
+# mlflow, and one the other way round. 3.18's pinned mlflow-skinny is missing from the registry, so
+# 3.18 goes --no-deps on top of 3.17.2's dependencies.
+$(MLFLOW_VENV)/.installed:
+	$(PYTHON) -m venv $(MLFLOW_VENV)
+	$(MLFLOW_VENV)/bin/python -m pip --disable-pip-version-check -q install -U pip
+	$(MLFLOW_VENV)/bin/python -m pip --disable-pip-version-check -q install mlflow==$(MLFLOW_BASE_VERSION) pyspark onnx onnxruntime
+	$(MLFLOW_VENV)/bin/python -m pip --disable-pip-version-check -q install --no-deps mlflow==$(MLFLOW_VERSION)
+	touch $@
+
+mlflow-venv: $(MLFLOW_VENV)/.installed
+
+demo: install
+	$(PY) examples/demo.py
+
+test: install-test java mlflow-venv
+	MODELFMT_MLFLOW_PYTHON=$(abspath $(MLFLOW_VENV))/bin/python $(PY) -m pytest -q -p no:cacheprovider tests
+
+clean:
+	rm -rf $(VENV) $(MLFLOW_VENV) build *.egg-info

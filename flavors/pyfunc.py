@@ -1,0 +1,227 @@
+"""The pyfunc flavor: one ``predict(data, params=None)`` for every model, and custom ``PythonModel``s."""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import os
+import shutil
+from typing import Any
+
+from flavors._common import add_code_to_sys_path, copy_code_paths, finish_model
+from modelfmt.enforce import enforce_params, enforce_schema
+from modelfmt.environment import pinned, warn_version_mismatches
+from modelfmt.errors import FlavorError, ModelfmtError, ModelFormatError, PredictionError
+from modelfmt.io import atomic_model_dir
+from modelfmt.model import PYFUNC_FLAVOR, Model
+from modelfmt.registry import flavor_module, loader_flavor
+
+FLAVOR_NAME = PYFUNC_FLAVOR
+PYTHON_MODEL_FILE = "python_model.pkl"
+ARTIFACTS_DIR = "artifacts"
+# MLflow's loader name for custom models: written so that MLflow can load what we save.
+LOADER_MODULE = "mlflow.pyfunc.model"
+
+_log = logging.getLogger(__name__)
+
+
+class PythonModelContext:
+    """What ``PythonModel.load_context`` gets: ``artifacts`` maps names to absolute paths."""
+
+    def __init__(self, artifacts: dict[str, str] | None = None, model_config: dict | None = None) -> None:
+        self.artifacts = artifacts or {}
+        self.model_config = model_config or {}
+
+
+class PythonModel:
+    """Base class of custom models: override ``predict`` and, if needed, ``load_context``."""
+
+    def load_context(self, context: PythonModelContext) -> None:
+        """Load artifacts once, when the model is loaded."""
+
+    def predict(self, context: PythonModelContext, model_input: Any, params: dict | None = None) -> Any:
+        """Score ``model_input``; ``params`` are the checked inference params."""
+        raise NotImplementedError
+
+
+class PyFuncModel:
+    """A loaded model: ``predict`` checks input against the signature, then calls the flavor."""
+
+    def __init__(self, model_meta: Model, impl: Any, path: str) -> None:
+        self._meta = model_meta
+        self._impl = impl
+        self.path = path
+        self._input_schema = model_meta.get_input_schema()
+        self._params_schema = model_meta.get_params_schema()
+
+    @property
+    def metadata(self) -> Model:
+        """The model's ``MLmodel`` descriptor."""
+        return self._meta
+
+    def predict(self, data: Any, params: dict | None = None) -> Any:
+        """Score ``data`` (DataFrame, array, dict of arrays, list...) with optional inference params."""
+        data = enforce_schema(data, self._input_schema)
+        params = enforce_params(params, self._params_schema)
+        try:
+            return self._impl.predict(data, params=params)
+        except ModelfmtError:
+            raise
+        except Exception as e:  # noqa: BLE001 - a model's own failure on given values is the caller's input error
+            raise PredictionError(f"the model failed on the given input: {type(e).__name__}: {e}") from e
+
+    def unwrap_python_model(self) -> Any:
+        """The user's ``PythonModel`` instance behind a custom model."""
+        inner = getattr(self._impl, "python_model", None)
+        if inner is None:
+            raise ModelFormatError("this model is not a custom PythonModel")
+        return inner
+
+    def get_raw_model(self) -> Any:
+        """The flavor's native object (estimator, ONNX session, ...)."""
+        return getattr(self._impl, "raw_model", self._impl)
+
+    def __repr__(self) -> str:
+        return f"PyFuncModel(path={self.path!r}, flavors={sorted(self._meta.flavors)})"
+
+
+# -- save -------------------------------------------------------------------------------------
+def save_model(
+    path: str,
+    python_model: PythonModel,
+    artifacts: dict[str, str] | None = None,
+    code_paths: list[str] | None = None,
+    signature: Any = None,
+    input_example: Any = None,
+    pip_requirements: Any = None,
+    extra_pip_requirements: Any = None,
+    metadata: dict | None = None,
+    model_config: dict | None = None,
+    overwrite: bool = False,
+) -> Model:
+    """Save a custom :class:`PythonModel` with its artifacts (files or directories) to ``path``."""
+    import cloudpickle
+
+    if not isinstance(python_model, PythonModel):
+        raise FlavorError(f"python_model must be a PythonModel, got {type(python_model).__name__}")
+    with atomic_model_dir(path, overwrite) as tmp:
+        saved_artifacts = _copy_artifacts(tmp, artifacts or {})
+        with open(os.path.join(tmp, PYTHON_MODEL_FILE), "wb") as f:
+            cloudpickle.dump(python_model, f)
+        code = copy_code_paths(tmp, code_paths)
+
+        def _predict(example: Any) -> Any:
+            wrapper = _load_python_model(tmp, saved_artifacts, model_config)
+            return wrapper.predict(example)
+
+        model = Model()
+        conf: dict[str, Any] = {
+            "python_model": PYTHON_MODEL_FILE,
+            "cloudpickle_version": cloudpickle.__version__,
+        }
+        if saved_artifacts:
+            conf["artifacts"] = saved_artifacts
+        if model_config:
+            conf["model_config"] = model_config
+        from modelfmt import __version__
+
+        return finish_model(
+            tmp,
+            model,
+            loader_module=LOADER_MODULE,
+            default_requirements=[f"modelfmt=={__version__}", *pinned(["cloudpickle", "pandas", "numpy"])],
+            signature=signature,
+            input_example=input_example,
+            predict=_predict,
+            pip_requirements=pip_requirements,
+            extra_pip_requirements=extra_pip_requirements,
+            metadata=metadata,
+            code=code,
+            **conf,
+        )
+
+
+def _copy_artifacts(path: str, artifacts: dict[str, str]) -> dict[str, dict[str, str]]:
+    out = {}
+    for name, src in artifacts.items():
+        src = os.fspath(src)
+        if not os.path.exists(src):
+            raise ModelFormatError(f"artifact {name!r}: {src!r} does not exist")
+        rel = os.path.join(ARTIFACTS_DIR, os.path.basename(os.path.normpath(src)))
+        dest = os.path.join(path, rel)
+        os.makedirs(os.path.dirname(dest), exist_ok=True)
+        if os.path.isdir(src):
+            shutil.copytree(src, dest)
+        else:
+            shutil.copy2(src, dest)
+        out[name] = {"path": rel, "uri": src}
+    return out
+
+
+# -- load -------------------------------------------------------------------------------------
+def load_model(path: str | os.PathLike, **load_options: Any) -> PyFuncModel:
+    """Load any saved model as a :class:`PyFuncModel` (``trusted_types=`` for skops models)."""
+    path = os.path.abspath(os.fspath(path))
+    meta = Model.load(path)
+    conf = meta.flavors.get(PYFUNC_FLAVOR)
+    if conf is None:
+        raise ModelFormatError(
+            f"model at {path!r} has no python_function flavor (it has {sorted(meta.flavors)}); "
+            "load it with its own flavor's load_model"
+        )
+    module = flavor_module(loader_flavor(conf.get("loader_module", "")))
+    add_code_to_sys_path(path, conf.get("code"))
+    warn_version_mismatches(path)
+    impl = module._load_pyfunc(path, meta, **load_options)
+    return PyFuncModel(meta, impl, path)
+
+
+class _PythonModelWrapper:
+    """Calls a user's ``PythonModel.predict`` with or without ``context`` and ``params``, as it takes them."""
+
+    def __init__(self, python_model: Any, context: PythonModelContext) -> None:
+        self.python_model = python_model
+        self.raw_model = python_model
+        self.context = context
+        try:
+            names = list(inspect.signature(python_model.predict).parameters)
+        except (TypeError, ValueError):
+            names = ["context", "model_input", "params"]
+        # MLflow 3 allows ``predict(self, model_input, params=None)`` without ``context``.
+        self._takes_context = "context" in names or len([n for n in names if n != "params"]) >= 2
+        self._takes_params = "params" in names or any(
+            p.kind == p.VAR_KEYWORD for p in inspect.signature(python_model.predict).parameters.values()
+        )
+
+    def predict(self, data: Any, params: dict | None = None) -> Any:
+        args = (self.context, data) if self._takes_context else (data,)
+        if self._takes_params:
+            return self.python_model.predict(*args, params=params)
+        return self.python_model.predict(*args)
+
+
+def _load_python_model(path: str, artifacts: dict, model_config: dict | None, pickle_file: str = PYTHON_MODEL_FILE) -> _PythonModelWrapper:
+    from flavors._mlflow_names import load_pickle
+
+    try:
+        with open(os.path.join(path, pickle_file), "rb") as f:
+            python_model = load_pickle(f)
+    except ModelfmtError:
+        raise
+    except FileNotFoundError as e:
+        raise ModelFormatError(f"the model's {pickle_file} is missing") from e
+    except Exception as e:  # noqa: BLE001 - unpickling can fail in many ways; all mean the same to the user
+        raise ModelFormatError(f"cannot unpickle {pickle_file}: {type(e).__name__}: {e}") from e
+    abs_artifacts = {
+        name: os.path.join(path, a["path"] if isinstance(a, dict) else a) for name, a in (artifacts or {}).items()
+    }
+    context = PythonModelContext(abs_artifacts, model_config)
+    python_model.load_context(context)
+    return _PythonModelWrapper(python_model, context)
+
+
+def _load_pyfunc(path: str, model: Model, **_: Any) -> _PythonModelWrapper:
+    conf = model.flavor(PYFUNC_FLAVOR)
+    return _load_python_model(
+        path, conf.get("artifacts") or {}, conf.get("model_config"), conf.get("python_model", PYTHON_MODEL_FILE)
+    )

@@ -1,0 +1,149 @@
+"""The sklearn flavor: scikit-learn estimators saved as cloudpickle, pickle or skops."""
+
+from __future__ import annotations
+
+import os
+import pickle
+from typing import Any
+
+from flavors._common import copy_code_paths, finish_model
+from modelfmt.environment import pinned
+from modelfmt.errors import FlavorError, ModelFormatError, UnsafeModelError
+from modelfmt.io import atomic_model_dir
+from modelfmt.model import Model
+
+FLAVOR_NAME = "sklearn"
+LOADER_MODULE = "mlflow.sklearn"
+SERIALIZATION_FORMATS = ("cloudpickle", "pickle", "skops")
+_FILE_NAMES = {"cloudpickle": "model.pkl", "pickle": "model.pkl", "skops": "model.skops"}
+
+
+def save_model(
+    sk_model: Any,
+    path: str,
+    serialization_format: str = "cloudpickle",
+    signature: Any = None,
+    input_example: Any = None,
+    pyfunc_predict_fn: str = "predict",
+    pip_requirements: Any = None,
+    extra_pip_requirements: Any = None,
+    metadata: dict | None = None,
+    code_paths: list[str] | None = None,
+    overwrite: bool = False,
+) -> Model:
+    """Save a fitted scikit-learn estimator to ``path`` in MLflow's sklearn layout.
+
+    ``pyfunc_predict_fn`` names the method the pyfunc wrapper calls (``predict``, ``predict_proba``...).
+    """
+    import sklearn
+
+    if serialization_format not in SERIALIZATION_FORMATS:
+        raise FlavorError(
+            f"unknown serialization_format {serialization_format!r}; choose one of {', '.join(SERIALIZATION_FORMATS)}"
+        )
+    if not callable(getattr(sk_model, pyfunc_predict_fn, None)):
+        raise FlavorError(f"{type(sk_model).__name__} has no method {pyfunc_predict_fn!r} to use as pyfunc_predict_fn")
+    file_name = _FILE_NAMES[serialization_format]
+    with atomic_model_dir(path, overwrite) as tmp:
+        _dump(sk_model, os.path.join(tmp, file_name), serialization_format)
+        code = copy_code_paths(tmp, code_paths)
+        model = Model().add_flavor(
+            FLAVOR_NAME,
+            pickled_model=file_name,
+            sklearn_version=sklearn.__version__,
+            serialization_format=serialization_format,
+            code=code,
+            skops_trusted_types=None,
+        )
+        serializer = "skops" if serialization_format == "skops" else "cloudpickle"
+        return finish_model(
+            tmp,
+            model,
+            loader_module=LOADER_MODULE,
+            default_requirements=pinned(["scikit-learn", "numpy", "scipy", serializer]),
+            signature=signature,
+            input_example=input_example,
+            predict=getattr(sk_model, pyfunc_predict_fn),
+            pip_requirements=pip_requirements,
+            extra_pip_requirements=extra_pip_requirements,
+            metadata=metadata,
+            code=code,
+            model_path=file_name,
+            predict_fn=pyfunc_predict_fn,
+        )
+
+
+def _dump(sk_model: Any, file: str, fmt: str) -> None:
+    try:
+        if fmt == "skops":
+            import skops.io
+
+            skops.io.dump(sk_model, file)
+        else:
+            import cloudpickle
+
+            with open(file, "wb") as f:
+                (cloudpickle if fmt == "cloudpickle" else pickle).dump(sk_model, f)
+    except (pickle.PicklingError, TypeError, AttributeError) as e:
+        raise FlavorError(f"cannot serialise {type(sk_model).__name__} with {fmt}: {e}") from e
+
+
+def load_model(path: str | os.PathLike, trusted_types: list[str] | None = None) -> Any:
+    """The scikit-learn estimator saved at ``path``.
+
+    skops files are audited first: types outside skops' trusted set are refused, with their names,
+    unless listed in ``trusted_types``.
+    """
+    path = os.fspath(path)
+    return _load(path, Model.load(path), trusted_types)
+
+
+def _load(path: str, meta: Model, trusted_types: list[str] | None) -> Any:
+    conf = meta.flavor(FLAVOR_NAME)
+    fmt = conf.get("serialization_format", "cloudpickle")
+    file = os.path.join(path, conf.get("pickled_model", _FILE_NAMES.get(fmt, "model.pkl")))
+    if not os.path.isfile(file):
+        raise ModelFormatError(f"the model file {file!r} named in MLmodel is missing")
+    if fmt == "skops":
+        return _load_skops(file, trusted_types)
+    if fmt not in SERIALIZATION_FORMATS:
+        raise ModelFormatError(f"unknown sklearn serialization_format {fmt!r} in MLmodel")
+    import cloudpickle
+
+    try:
+        with open(file, "rb") as f:
+            return cloudpickle.load(f)
+    except Exception as e:  # noqa: BLE001 - any unpickling failure means the same to the user
+        raise ModelFormatError(f"cannot unpickle {file!r}: {type(e).__name__}: {e}") from e
+
+
+def _load_skops(file: str, trusted_types: list[str] | None) -> Any:
+    import skops.io
+
+    untrusted = skops.io.get_untrusted_types(file=file)
+    refused = sorted(set(untrusted) - set(trusted_types or []))
+    if refused:
+        raise UnsafeModelError(
+            f"the skops file {os.path.basename(file)} holds types outside skops' trusted set: "
+            f"{', '.join(refused)}; pass trusted_types=[...] with these names if you trust them"
+        )
+    return skops.io.load(file, trusted=list(untrusted))
+
+
+class _SklearnWrapper:
+    """Calls the configured predict function of an estimator."""
+
+    def __init__(self, estimator: Any, predict_fn: str) -> None:
+        self.raw_model = estimator
+        fn = getattr(estimator, predict_fn, None)
+        if not callable(fn):
+            raise ModelFormatError(f"{type(estimator).__name__} has no method {predict_fn!r} (predict_fn in MLmodel)")
+        self._fn = fn
+
+    def predict(self, data: Any, params: dict | None = None) -> Any:
+        return self._fn(data)
+
+
+def _load_pyfunc(path: str, model: Model, trusted_types: list[str] | None = None, **_: Any) -> _SklearnWrapper:
+    predict_fn = model.flavors.get("python_function", {}).get("predict_fn") or "predict"
+    return _SklearnWrapper(_load(path, model, trusted_types), predict_fn)

@@ -1,0 +1,302 @@
+"""Check model input and params against a signature, applying only safe conversions.
+
+Called once at the edge of every ``predict``: missing required columns, lossy type changes and
+wrong tensor shapes raise :class:`SchemaError` naming the problem, so the model can trust its input.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import logging
+from typing import Any
+
+from modelfmt.errors import ParamsError, SchemaError
+from modelfmt.signature import ColSpec, ParamSchema, ParamSpec, Schema, TensorSpec
+from modelfmt.types import Array, DataType, Map, Object, type_name
+
+_log = logging.getLogger(__name__)
+
+# float64 represents every integer up to 2**53 exactly; past that an int64 -> double cast is lossy.
+_EXACT_FLOAT_INT = 2**53
+
+
+def enforce_schema(data: Any, schema: Schema | None) -> Any:
+    """Return ``data`` checked against and conformed to ``schema`` (unchanged when there is none)."""
+    if schema is None or not schema.inputs:
+        return data
+    if schema.is_tensor_spec():
+        return _enforce_tensors(data, schema)
+    return _enforce_columns(data, schema)
+
+
+# -- columns -----------------------------------------------------------------------------------
+def _to_frame(data: Any, schema: Schema) -> Any:
+    import numpy as np
+    import pandas as pd
+
+    names = schema.input_names()
+    if isinstance(data, pd.DataFrame):
+        return data
+    if isinstance(data, pd.Series):
+        return data.to_frame() if data.name is not None or not names else pd.DataFrame({names[0]: data})
+    if isinstance(data, dict):
+        if all(np.ndim(v) == 0 or isinstance(v, dict) for v in data.values()):
+            return pd.DataFrame([data])
+        try:
+            return pd.DataFrame({k: list(v) if isinstance(v, np.ndarray) and v.ndim > 1 else v for k, v in data.items()})
+        except ValueError as e:
+            raise SchemaError(f"cannot build a table from the input dict: {e}") from None
+    if isinstance(data, (str, bytes)) and len(schema.inputs) == 1:
+        return pd.DataFrame({names[0] if names else 0: [data]})
+    if isinstance(data, (list, tuple)) and data and all(isinstance(r, dict) for r in data):
+        return pd.DataFrame(list(data))
+    if isinstance(data, (list, tuple, np.ndarray)):
+        arr = np.asarray(data, dtype=object if isinstance(data, (list, tuple)) else None)
+        if arr.ndim == 1 and len(schema.inputs) == 1:
+            return pd.DataFrame({names[0] if names else 0: list(data)})
+        if arr.ndim == 2 and arr.shape[1] == len(schema.inputs):
+            cols = names or list(range(arr.shape[1]))
+            return pd.DataFrame(np.asarray(data) if isinstance(data, np.ndarray) else list(data), columns=cols)
+        raise SchemaError(
+            f"input of shape {arr.shape} does not fit a schema of {len(schema.inputs)} column(s) {names or ''}"
+        )
+    raise SchemaError(f"cannot read input of type {type(data).__name__} as a table")
+
+
+def _enforce_columns(data: Any, schema: Schema) -> Any:
+    import pandas as pd
+
+    df = _to_frame(data, schema)
+    if not schema.has_input_names():
+        specs = schema.inputs
+        if len(df.columns) < len(specs):
+            raise SchemaError(f"model expects {len(specs)} column(s), input has {len(df.columns)}")
+        out = pd.DataFrame({c: _convert_column(df[c], s, str(c)) for c, s in zip(df.columns, specs)})
+        return out
+    df.columns = [str(c) for c in df.columns]
+    missing = [s.name for s in schema.inputs if s.required and s.name not in df.columns]
+    if missing:
+        raise SchemaError(
+            f"missing required input column(s): {', '.join(map(repr, missing))}; "
+            f"model expects {schema.input_names()}, input has {list(df.columns)}"
+        )
+    present = [s for s in schema.inputs if s.name in df.columns]
+    return pd.DataFrame({s.name: _convert_column(df[s.name], s, s.name) for s in present}, index=df.index)
+
+
+def _incompatible(name: str, expected: str, found: Any, why: str = "") -> SchemaError:
+    tail = f" ({why})" if why else ""
+    return SchemaError(f"column {name!r}: expected {expected}, got {found}{tail}")
+
+
+def _convert_column(col: Any, spec: ColSpec, name: str) -> Any:
+    import numpy as np
+    import pandas as pd
+
+    t = spec.type
+    if not isinstance(t, DataType):
+        return _check_nested(col, t, name)
+    kind = col.dtype
+    if isinstance(kind, pd.CategoricalDtype):
+        col = col.astype(kind.categories.dtype)
+        kind = col.dtype
+    if t in (DataType.string, DataType.binary):
+        want = str if t == DataType.string else (bytes, bytearray)
+        if kind == object or pd.api.types.is_string_dtype(kind):
+            bad = [v for v in col if not (isinstance(v, want) or v is None or v is pd.NA or (isinstance(v, float) and np.isnan(v)))]
+            if bad:
+                raise _incompatible(name, t.value, f"a value of type {type(bad[0]).__name__} ({bad[0]!r:.40})")
+            return col.astype(object)
+        raise _incompatible(name, t.value, kind)
+    if t == DataType.datetime:
+        if pd.api.types.is_datetime64_any_dtype(kind):
+            return col
+        if kind == object:
+            try:
+                return pd.to_datetime(col)
+            except (ValueError, TypeError) as e:
+                raise _incompatible(name, "datetime", "values that are not dates", str(e)) from None
+        raise _incompatible(name, "datetime", kind)
+    if t == DataType.boolean:
+        if pd.api.types.is_bool_dtype(kind):
+            return col.astype(bool) if kind != bool else col
+        raise _incompatible(name, "boolean", kind)
+    return _convert_numeric(col, t, name)
+
+
+def _convert_numeric(col: Any, t: DataType, name: str) -> Any:
+    import numpy as np
+    import pandas as pd
+
+    target = t.to_numpy()
+    kind = col.dtype
+    if kind == object:
+        # Python numbers in an object column (e.g. from JSON records): let numpy pick, then check.
+        try:
+            col = pd.Series(np.asarray(col.tolist()), index=col.index, name=col.name)
+        except (ValueError, TypeError):
+            raise _incompatible(name, t.value, "mixed or non-numeric values") from None
+        if col.dtype == object or col.dtype.kind not in "biuf":
+            raise _incompatible(name, t.value, "non-numeric values")
+        kind = col.dtype
+    if hasattr(kind, "numpy_dtype"):  # pandas nullable Int64/Float64
+        if col.isna().any() and target.kind in "iu":
+            raise _incompatible(name, t.value, "missing values", "an integer column cannot hold nulls")
+        col = col.astype(kind.numpy_dtype if not col.isna().any() else np.float64)
+        kind = col.dtype
+    if not pd.api.types.is_numeric_dtype(kind) or kind == bool:
+        raise _incompatible(name, t.value, kind)
+    if kind == target:
+        return col
+    if np.can_cast(kind, target, "safe"):
+        return col.astype(target)
+    values = col.to_numpy()
+    if kind.kind in "iu" and target.kind == "f":
+        limit = _EXACT_FLOAT_INT if target.itemsize == 8 else 2**24
+        if len(values) == 0 or np.abs(values).max() <= limit:
+            return col.astype(target)
+        raise _incompatible(name, t.value, kind, f"integers beyond {limit} lose precision as {t.value}")
+    if kind.kind in "iu" and target.kind == "i":
+        info = np.iinfo(target)
+        if len(values) == 0 or (values.min() >= info.min and values.max() <= info.max):
+            return col.astype(target)
+        raise _incompatible(name, t.value, kind, f"values outside the {t.value} range")
+    raise _incompatible(name, t.value, kind, "converting would lose information")
+
+
+def _check_nested(col: Any, t: Any, name: str) -> Any:
+    want = {Array: (list, tuple), Object: dict, Map: dict}[type(t)]
+    import numpy as np
+
+    for v in col:
+        if v is None:
+            continue
+        if isinstance(v, np.ndarray) and isinstance(t, Array):
+            continue
+        if not isinstance(v, want):
+            raise _incompatible(name, type_name(t), f"a value of type {type(v).__name__}")
+    return col
+
+
+# -- tensors -----------------------------------------------------------------------------------
+def _enforce_tensors(data: Any, schema: Schema) -> Any:
+    import numpy as np
+    import pandas as pd
+
+    specs = schema.inputs
+    if len(specs) == 1 and specs[0].name is None or (len(specs) == 1 and not isinstance(data, dict)):
+        spec = specs[0]
+        if isinstance(data, dict) and len(data) == 1:
+            data = next(iter(data.values()))
+        if isinstance(data, pd.DataFrame):
+            data = data.to_numpy()
+        return _enforce_tensor(np.asarray(data) if not isinstance(data, np.ndarray) else data, spec, spec.name)
+    if isinstance(data, pd.DataFrame):
+        data = {c: np.asarray(data[c].tolist()) for c in data.columns}
+    if not isinstance(data, dict):
+        raise SchemaError(f"model expects named tensors {schema.input_names()}, got {type(data).__name__}")
+    missing = [s.name for s in specs if s.name not in data]
+    if missing:
+        raise SchemaError(f"missing input tensor(s): {', '.join(map(repr, missing))}")
+    return {s.name: _enforce_tensor(np.asarray(data[s.name]), s, s.name) for s in specs}
+
+
+def _enforce_tensor(arr: Any, spec: TensorSpec, name: str | None) -> Any:
+    import numpy as np
+
+    label = f"tensor {name!r}" if name else "input tensor"
+    if arr.dtype == object:
+        try:
+            arr = arr.astype(spec.dtype)
+        except (ValueError, TypeError):
+            raise SchemaError(f"{label}: expected dtype {spec.dtype}, got values that are not numbers") from None
+    if len(arr.shape) != len(spec.shape):
+        raise SchemaError(f"{label}: expected shape {spec.shape}, got {arr.shape} (rank {arr.ndim})")
+    for want, got in zip(spec.shape, arr.shape):
+        if want != -1 and want != got:
+            raise SchemaError(f"{label}: expected shape {spec.shape}, got {arr.shape}")
+    if arr.dtype == spec.dtype:
+        return arr
+    if np.can_cast(arr.dtype, spec.dtype, "safe"):
+        return arr.astype(spec.dtype)
+    if arr.dtype.kind in "iu" and spec.dtype.kind == "f":
+        limit = _EXACT_FLOAT_INT if spec.dtype.itemsize == 8 else 2**24
+        if arr.size == 0 or np.abs(arr).max() <= limit:
+            return arr.astype(spec.dtype)
+    if arr.dtype == np.float64 and spec.dtype == np.float32:
+        # JSON carries no width: accept float64 when every value survives the round trip.
+        cast = arr.astype(np.float32)
+        if np.array_equal(cast.astype(np.float64), arr, equal_nan=True):
+            return cast
+    raise SchemaError(f"{label}: expected dtype {spec.dtype}, got {arr.dtype}, and converting would lose information")
+
+
+# -- params ------------------------------------------------------------------------------------
+def enforce_params(params: dict | None, schema: ParamSchema | None) -> dict | None:
+    """Check ``params`` against ``schema``, convert safely and fill defaults.
+
+    As in MLflow, params are ignored (with a warning) when the model declares no params schema, and
+    names the schema does not declare are dropped with a warning.
+    """
+    if schema is None:
+        if params:
+            _log.warning("params %s ignored: the model's signature declares no params", sorted(params))
+        return None
+    params = dict(params or {})
+    if not isinstance(params, dict):
+        raise ParamsError(f"params must be a mapping, got {type(params).__name__}")
+    unknown = sorted(set(params) - {p.name for p in schema.params})
+    if unknown:
+        _log.warning("unrecognised params %s ignored; the model accepts %s", unknown, [p.name for p in schema.params])
+    return {p.name: _convert_param(p, params[p.name]) if p.name in params else p.default for p in schema.params}
+
+
+def _convert_param(spec: ParamSpec, value: Any) -> Any:
+    if spec.shape is None:
+        return _convert_scalar(spec, value)
+    if not isinstance(value, (list, tuple)):
+        raise ParamsError(f"param {spec.name!r}: expected a list of {spec.dtype.value}, got {type(value).__name__}")
+    return [_convert_scalar(spec, v) for v in value]
+
+
+def _convert_scalar(spec: ParamSpec, value: Any) -> Any:
+    import numpy as np
+
+    t = spec.dtype
+    bad = ParamsError(f"param {spec.name!r}: expected {t.value}, got {type(value).__name__} {value!r:.40}")
+    if value is None:
+        return None
+    if t == DataType.boolean:
+        if isinstance(value, (bool, np.bool_)):
+            return bool(value)
+        raise bad
+    if isinstance(value, (bool, np.bool_)) and t != DataType.string:
+        raise bad
+    if t in (DataType.integer, DataType.long):
+        if isinstance(value, (int, np.integer)):
+            return int(value)
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        raise bad
+    if t in (DataType.float, DataType.double):
+        if isinstance(value, (int, float, np.integer, np.floating)):
+            return float(value)
+        raise bad
+    if t == DataType.string:
+        if isinstance(value, str):
+            return value
+        raise bad
+    if t == DataType.binary:
+        if isinstance(value, (bytes, bytearray)):
+            return bytes(value)
+        raise bad
+    if t == DataType.datetime:
+        if isinstance(value, (_dt.datetime, _dt.date)):
+            return value
+        if isinstance(value, str):
+            try:
+                return _dt.datetime.fromisoformat(value)
+            except ValueError:
+                raise bad from None
+        raise bad
+    raise bad

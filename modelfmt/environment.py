@@ -1,0 +1,133 @@
+"""Environment files: ``requirements.txt``, ``python_env.yaml`` and ``conda.yaml`` in MLflow's formats."""
+
+from __future__ import annotations
+
+import logging
+import os
+import platform
+import re
+from typing import Iterable
+
+from modelfmt.errors import ModelFormatError
+
+REQUIREMENTS_FILE = "requirements.txt"
+PYTHON_ENV_FILE = "python_env.yaml"
+CONDA_ENV_FILE = "conda.yaml"
+
+_log = logging.getLogger(__name__)
+_NAME_RE = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)")
+
+
+def installed_version(dist: str) -> str | None:
+    """The installed version of distribution ``dist``, or ``None``."""
+    from importlib import metadata
+
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def pinned(dists: Iterable[str]) -> list[str]:
+    """``name==version`` for each installed distribution (names not installed are kept bare)."""
+    out = []
+    for d in dists:
+        v = installed_version(d)
+        out.append(f"{d}=={v}" if v else d)
+    return out
+
+
+def requirement_name(line: str) -> str | None:
+    """The distribution name a requirement line is about, normalised (``None`` for options/blank)."""
+    line = line.split("#", 1)[0].strip()
+    if not line or line.startswith("-"):
+        return None
+    m = _NAME_RE.match(line)
+    return re.sub(r"[-_.]+", "-", m.group(1)).lower() if m else None
+
+
+def resolve_requirements(
+    default: list[str], pip_requirements: Iterable[str] | str | None, extra: Iterable[str] | str | None
+) -> list[str]:
+    """The requirement lines to write: ``pip_requirements`` replaces ``default``; ``extra`` adds."""
+    if pip_requirements is not None and extra is not None:
+        raise ModelFormatError("pass only one of pip_requirements and extra_pip_requirements")
+    base = _as_lines(pip_requirements) if pip_requirements is not None else list(default)
+    if extra is not None:
+        names = {requirement_name(r) for r in _as_lines(extra)}
+        base = [r for r in base if requirement_name(r) not in names] + _as_lines(extra)
+    return base
+
+
+def _as_lines(reqs: Iterable[str] | str) -> list[str]:
+    if isinstance(reqs, str):
+        if os.path.isfile(reqs):
+            with open(reqs, encoding="utf-8") as f:
+                return [ln.strip() for ln in f if ln.strip() and not ln.startswith("#")]
+        return [reqs]
+    return [str(r) for r in reqs]
+
+
+def write_environment(path: str, requirements: list[str]) -> dict:
+    """Write the three environment files into ``path``; returns the pyfunc flavor's ``env`` block."""
+    import yaml
+
+    with open(os.path.join(path, REQUIREMENTS_FILE), "w", encoding="utf-8") as f:
+        f.write("\n".join(requirements) + "\n")
+    py = platform.python_version()
+    build = pinned(["pip", "setuptools", "wheel"])
+    with open(os.path.join(path, PYTHON_ENV_FILE), "w", encoding="utf-8") as f:
+        yaml.safe_dump(
+            {"python": py, "build_dependencies": build, "dependencies": [f"-r {REQUIREMENTS_FILE}"]},
+            f,
+            default_flow_style=False,
+            sort_keys=False,
+        )
+    pip_version = installed_version("pip")
+    conda = {
+        "name": "mlflow-env",
+        "channels": ["conda-forge"],
+        "dependencies": [f"python={py}", f"pip<={pip_version}" if pip_version else "pip", {"pip": requirements}],
+    }
+    with open(os.path.join(path, CONDA_ENV_FILE), "w", encoding="utf-8") as f:
+        yaml.safe_dump(conda, f, default_flow_style=False, sort_keys=False)
+    return {"conda": CONDA_ENV_FILE, "virtualenv": PYTHON_ENV_FILE}
+
+
+def read_requirements(path: str) -> list[str]:
+    """The requirement lines of a model directory (empty when it has none)."""
+    fp = os.path.join(path, REQUIREMENTS_FILE)
+    if not os.path.isfile(fp):
+        return []
+    with open(fp, encoding="utf-8") as f:
+        return [ln.strip() for ln in f if ln.strip() and not ln.lstrip().startswith("#")]
+
+
+def version_mismatches(requirements: list[str]) -> list[str]:
+    """Human-readable lines for pinned requirements whose installed version differs."""
+    out = []
+    for line in requirements:
+        if "==" not in line:
+            continue
+        name, _, want = line.partition("==")
+        name = name.split("[", 1)[0].strip()
+        want = want.split(";", 1)[0].strip()
+        have = installed_version(name)
+        if have is None:
+            out.append(f"{name} (model: {want}, installed: none)")
+        elif have != want:
+            out.append(f"{name} (model: {want}, installed: {have})")
+    return out
+
+
+def warn_version_mismatches(path: str) -> None:
+    """Log one warning listing packages whose installed version differs from the model's."""
+    diffs = version_mismatches(
+        [r for r in read_requirements(path) if requirement_name(r) not in ("mlflow", "modelfmt")]
+    )
+    if diffs:
+        _log.warning(
+            "model at %s was saved with other package versions; predictions may differ: %s",
+            path,
+            "; ".join(diffs),
+        )

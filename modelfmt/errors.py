@@ -1,0 +1,125 @@
+"""The one exception hierarchy of modelfmt.
+
+Every error carries an ``error_code`` (MLflow's names where MLflow has one) that the REST server maps to
+an HTTP status with :func:`http_status`, and that the CLI turns into one line on stderr.
+"""
+
+from __future__ import annotations
+
+BAD_REQUEST = "BAD_REQUEST"
+INVALID_PARAMETER_VALUE = "INVALID_PARAMETER_VALUE"
+RESOURCE_DOES_NOT_EXIST = "RESOURCE_DOES_NOT_EXIST"
+RESOURCE_ALREADY_EXISTS = "RESOURCE_ALREADY_EXISTS"
+REQUEST_TOO_LARGE = "REQUEST_TOO_LARGE"
+UNSUPPORTED_MEDIA_TYPE = "UNSUPPORTED_MEDIA_TYPE"
+TEMPORARILY_UNAVAILABLE = "TEMPORARILY_UNAVAILABLE"
+INTERNAL_ERROR = "INTERNAL_ERROR"
+
+_HTTP_STATUS = {
+    BAD_REQUEST: 400,
+    INVALID_PARAMETER_VALUE: 400,
+    RESOURCE_DOES_NOT_EXIST: 404,
+    RESOURCE_ALREADY_EXISTS: 409,
+    REQUEST_TOO_LARGE: 413,
+    UNSUPPORTED_MEDIA_TYPE: 415,
+    TEMPORARILY_UNAVAILABLE: 503,
+    INTERNAL_ERROR: 500,
+}
+
+
+def http_status(error_code: str) -> int:
+    """The HTTP status the server answers for ``error_code`` (500 for codes it does not know)."""
+    return _HTTP_STATUS.get(error_code, 500)
+
+
+class ModelfmtError(Exception):
+    """Base of every error modelfmt raises on purpose."""
+
+    error_code: str = INTERNAL_ERROR
+
+    def __init__(self, message: str, error_code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if error_code is not None:
+            self.error_code = error_code
+
+    @property
+    def http_status(self) -> int:
+        """The HTTP status this error maps to."""
+        return http_status(self.error_code)
+
+    def to_dict(self) -> dict:
+        """The JSON body the server sends: ``{"error_code": ..., "message": ...}``."""
+        return {"error_code": self.error_code, "message": self.message}
+
+
+class ModelFormatError(ModelfmtError):
+    """A model directory or ``MLmodel`` file is missing, malformed or of a kind we cannot read."""
+
+    error_code = INVALID_PARAMETER_VALUE
+
+
+class ModelNotFoundError(ModelFormatError):
+    """No model directory (or no ``MLmodel``) at the given path."""
+
+    error_code = RESOURCE_DOES_NOT_EXIST
+
+
+class ModelExistsError(ModelfmtError):
+    """A save targets a non-empty directory and ``overwrite`` was not asked for."""
+
+    error_code = RESOURCE_ALREADY_EXISTS
+
+
+class FlavorError(ModelFormatError):
+    """No flavor can save or load this model, or a flavor's extra is not installed."""
+
+
+class UnsafeModelError(ModelFormatError):
+    """Loading would run code or types the caller has not trusted (skops audit, unknown pickle names)."""
+
+
+class SchemaError(ModelfmtError):
+    """Input does not fit the model's signature: missing columns, lossy types, wrong tensor shapes."""
+
+    error_code = BAD_REQUEST
+
+
+class ParamsError(SchemaError):
+    """Inference params that do not fit the model's params schema."""
+
+    error_code = INVALID_PARAMETER_VALUE
+
+
+class PayloadError(ModelfmtError):
+    """A request body or input file that cannot be parsed into model input."""
+
+    error_code = BAD_REQUEST
+
+
+class PayloadTooLargeError(PayloadError):
+    """A request body over the configured size limit."""
+
+    error_code = REQUEST_TOO_LARGE
+
+
+class UnsupportedMediaTypeError(PayloadError):
+    """A request content type that no codec reads."""
+
+    error_code = UNSUPPORTED_MEDIA_TYPE
+
+
+class PredictionError(ModelfmtError):
+    """The model itself raised on the values it was given."""
+
+    error_code = BAD_REQUEST
+
+
+class ConversionError(ModelfmtError):
+    """A model cannot be converted (unsupported estimator, or the converted model disagrees)."""
+
+    error_code = INVALID_PARAMETER_VALUE
+
+
+class DeployError(ModelfmtError):
+    """A deploy target cannot be built or started (no docker daemon, no wheel for a requirement)."""

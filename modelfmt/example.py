@@ -1,0 +1,125 @@
+"""Input examples: ``input_example.json`` and ``serving_input_example.json`` as MLflow writes them."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from modelfmt.errors import ModelFormatError
+from modelfmt.model import Model
+
+INPUT_EXAMPLE_FILE = "input_example.json"
+SERVING_INPUT_FILE = "serving_input_example.json"
+
+
+def _json_default(value: Any) -> Any:
+    import datetime
+
+    import numpy as np
+
+    if isinstance(value, (datetime.datetime, datetime.date)):
+        return value.isoformat()
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, (bytes, bytearray)):
+        import base64
+
+        return base64.b64encode(value).decode("ascii")
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def dumps(obj: Any, indent: bool = False) -> bytes:
+    """JSON bytes for example and prediction data (numpy, dates and NaN handled)."""
+    import orjson
+
+    opts = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
+    if indent:
+        opts |= orjson.OPT_INDENT_2
+    return orjson.dumps(obj, default=_json_default, option=opts)
+
+
+def frame_to_split(df: Any) -> dict:
+    """A DataFrame as MLflow's ``split`` orient without index: ``{"columns": [...], "data": [...]}``."""
+    import numpy as np
+
+    rows = df.astype(object).where(df.notna(), None).to_numpy().tolist() if len(df.columns) else []
+    if any(isinstance(v, float) and np.isnan(v) for r in rows for v in r):
+        rows = [[None if isinstance(v, float) and np.isnan(v) else v for v in r] for r in rows]
+    return {"columns": [str(c) for c in df.columns], "data": rows}
+
+
+def example_payloads(example: Any) -> tuple[dict, Any, dict]:
+    """``(info, input_example.json content, serving_input_example.json content)`` for an example."""
+    import numpy as np
+    import pandas as pd
+
+    if isinstance(example, pd.Series):
+        example = example.to_frame()
+    if isinstance(example, dict) and example and all(np.ndim(v) == 0 for v in example.values()):
+        example = pd.DataFrame([example])
+    if isinstance(example, pd.DataFrame):
+        split = frame_to_split(example)
+        return {"type": "dataframe", "pandas_orient": "split"}, split, {"dataframe_split": split}
+    if isinstance(example, np.ndarray):
+        data = example.tolist()
+        return {"type": "ndarray"}, data, {"inputs": data}
+    if isinstance(example, dict) and all(isinstance(v, np.ndarray) for v in example.values()):
+        data = {k: v.tolist() for k, v in example.items()}
+        return {"type": "ndarray"}, data, {"inputs": data}
+    if isinstance(example, (list, dict, str, int, float, bool)):
+        return {"type": "json_object"}, example, {"inputs": example}
+    raise ModelFormatError(f"cannot save an input example of type {type(example).__name__}")
+
+
+def save_input_example(path: str, example: Any) -> dict:
+    """Write both example files into ``path``; returns ``saved_input_example_info``."""
+    info, stored, serving = example_payloads(example)
+    with open(os.path.join(path, INPUT_EXAMPLE_FILE), "wb") as f:
+        f.write(dumps(stored))
+    with open(os.path.join(path, SERVING_INPUT_FILE), "wb") as f:
+        f.write(dumps(serving, indent=True))
+    return {"artifact_path": INPUT_EXAMPLE_FILE, "serving_input_path": SERVING_INPUT_FILE, **info}
+
+
+def load_input_example(path: str, model: Model | None = None) -> Any:
+    """The input example of the model at ``path`` as model input, or ``None`` when it has none."""
+    import numpy as np
+    import orjson
+
+    model = model or Model.load(path)
+    info = model.saved_input_example_info
+    if not info:
+        return None
+    fp = os.path.join(path, info.get("artifact_path", INPUT_EXAMPLE_FILE))
+    try:
+        with open(fp, "rb") as f:
+            data = orjson.loads(f.read())
+    except (OSError, orjson.JSONDecodeError) as e:
+        raise ModelFormatError(f"cannot read the input example {fp!r}: {e}") from e
+    kind = info.get("type")
+    if kind == "dataframe":
+        import pandas as pd
+
+        if info.get("pandas_orient", "split") == "records":
+            return pd.DataFrame(data)
+        return pd.DataFrame(data["data"], columns=data["columns"])
+    if kind == "ndarray":
+        if isinstance(data, dict):
+            return {k: np.asarray(v) for k, v in data.items()}
+        return np.asarray(data)
+    return data
+
+
+def load_serving_input_example(path: str, model: Model | None = None) -> bytes | None:
+    """The raw bytes of ``serving_input_example.json`` (a ready ``/invocations`` body), if any."""
+    model = model or Model.load(path)
+    info = model.saved_input_example_info or {}
+    name = info.get("serving_input_path")
+    if not name or not os.path.isfile(os.path.join(path, name)):
+        return None
+    with open(os.path.join(path, name), "rb") as f:
+        return f.read()

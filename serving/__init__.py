@@ -1,0 +1,1 @@
+"""Deploy targets: the REST scoring server, the Spark UDF and the Docker image."""
