@@ -1,0 +1,55 @@
+"""The ``modelfmt`` command. Commands of the deploy targets are imported only when they run."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from typing import Any
+
+import click
+
+# name -> "module:attribute" of a click command, loaded on first use so `modelfmt --help` stays fast.
+LAZY_COMMANDS = {
+    "info": "modelfmt.cli_info:info",
+    "predict": "modelfmt.cli_predict:predict",
+    "verify": "modelfmt.cli_info:verify",
+    "serve": "serving.cli:serve",
+    "convert": "flavors.convert:convert",
+    "generate-dockerfile": "serving.docker:generate_dockerfile_command",
+    "build-docker": "serving.docker:build_docker_command",
+}
+
+
+class LazyGroup(click.Group):
+    """A click group whose subcommands live in other modules and load when called."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(set(super().list_commands(ctx)) | set(LAZY_COMMANDS))
+
+    def get_command(self, ctx: click.Context, name: str) -> Any:
+        if name in LAZY_COMMANDS:
+            module, attr = LAZY_COMMANDS[name].split(":")
+            try:
+                return getattr(importlib.import_module(module), attr)
+            except (ImportError, AttributeError) as e:
+                @click.command(name, help=f"(unavailable: {e})")
+                def _missing() -> None:
+                    raise click.ClickException(f"'{name}' is not available in this installation: {e}")
+
+                return _missing
+        return super().get_command(ctx, name)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="modelfmt", prog_name="modelfmt")
+def cli() -> None:
+    """Save, inspect, score and serve models in the MLflow-compatible model format."""
+
+
+def main(argv: list[str] | None = None) -> Any:
+    """Console-script entry point."""
+    return cli.main(args=argv, prog_name="modelfmt")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
