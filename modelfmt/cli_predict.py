@@ -1,0 +1,108 @@
+"""``modelfmt predict``: score a file (CSV, JSON in MLflow's request formats, Parquet) with a model."""
+
+from __future__ import annotations
+
+import io
+import os
+import sys
+from typing import Any
+
+import click
+
+from modelfmt.cli_info import fail
+from modelfmt.errors import ModelfmtError, PayloadError
+
+FORMATS = ("json", "csv", "parquet")
+_CONTENT_TYPES = {"json": "application/json", "csv": "text/csv"}
+
+
+def format_for(path: str, given: str | None) -> str:
+    """The data format of ``path``: ``given`` if set, else from the extension (``json`` for ``-``)."""
+    if given:
+        return given
+    ext = os.path.splitext(path)[1].lower().lstrip(".")
+    if ext in ("pq", "parq"):
+        ext = "parquet"
+    if path == "-" or not ext:
+        return "json"
+    if ext not in FORMATS:
+        raise PayloadError(f"cannot tell the format of {path!r} from its extension; pass --format json|csv|parquet")
+    return ext
+
+
+def read_input(body: bytes, fmt: str, schema: Any) -> tuple[Any, dict | None]:
+    """Model input and params from file bytes (JSON and CSV through the server's codecs)."""
+    if fmt == "parquet":
+        import pandas as pd
+        import pyarrow
+
+        try:
+            return pd.read_parquet(io.BytesIO(body)), None
+        except (pyarrow.ArrowException, OSError, ValueError) as e:
+            raise PayloadError(f"cannot read the input as Parquet: {e}") from None
+    from serving.codecs import decode_request
+
+    return decode_request(body, _CONTENT_TYPES[fmt], schema)
+
+
+def _as_frame(predictions: Any) -> Any:
+    import numpy as np
+    import pandas as pd
+
+    if isinstance(predictions, pd.DataFrame):
+        return predictions
+    if isinstance(predictions, pd.Series):
+        return predictions.to_frame(name=predictions.name or "prediction")
+    if isinstance(predictions, dict):
+        return pd.DataFrame({k: list(np.asarray(v)) if np.ndim(v) > 1 else v for k, v in predictions.items()})
+    arr = np.asarray(predictions)
+    if arr.ndim <= 1:
+        return pd.DataFrame({"prediction": arr.reshape(-1)})
+    return pd.DataFrame(arr.reshape(arr.shape[0], -1))
+
+
+def write_output(predictions: Any, fmt: str) -> bytes:
+    """Prediction bytes: ``{"predictions": ...}`` JSON as the server answers, or CSV / Parquet tables."""
+    if fmt == "json":
+        from serving.codecs import encode_predictions
+
+        return encode_predictions(predictions)
+    df = _as_frame(predictions)
+    df.columns = [str(c) for c in df.columns]
+    if fmt == "csv":
+        return df.to_csv(index=False).encode("utf-8")
+    buf = io.BytesIO()
+    df.to_parquet(buf, index=False)
+    return buf.getvalue()
+
+
+@click.command("predict")
+@click.argument("model", type=click.Path())
+@click.option("-i", "--input", "input_path", required=True, help="Input file, or - for stdin.")
+@click.option("-o", "--output", "output_path", default="-", show_default=True, help="Output file, or - for stdout.")
+@click.option("--format", "in_format", type=click.Choice(FORMATS), help="Input format (default: from the extension).")
+@click.option("--output-format", "out_format", type=click.Choice(FORMATS), help="Output format (default: from the extension).")
+@click.option("--debug", is_flag=True, help="Show tracebacks.")
+def predict(model: str, input_path: str, output_path: str, in_format: str | None, out_format: str | None, debug: bool) -> None:
+    """Score INPUT with MODEL and write the predictions to OUTPUT."""
+    try:
+        fmt_in = format_for(input_path, in_format)
+        fmt_out = format_for(output_path, out_format)
+        from flavors.pyfunc import load_model
+
+        pm = load_model(model)
+        if input_path == "-":
+            body = sys.stdin.buffer.read()
+        else:
+            with open(input_path, "rb") as f:
+                body = f.read()
+        data, params = read_input(body, fmt_in, pm.metadata.get_input_schema())
+        out = write_output(pm.predict(data, params=params), fmt_out)
+        if output_path == "-":
+            sys.stdout.buffer.write(out)
+            sys.stdout.buffer.flush()
+        else:
+            with open(output_path, "wb") as f:
+                f.write(out)
+    except (ModelfmtError, OSError) as e:
+        fail(e, debug)
