@@ -7,7 +7,7 @@ MLFLOW_VENV ?= bench/.venv-mlflow
 MLFLOW_VERSION ?= 3.18.0
 MLFLOW_BASE_VERSION ?= 3.17.2
 
-.PHONY: demo test install install-test java mlflow-venv bench clean
+.PHONY: demo test install install-test java mlflow-venv docker-setup bench clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -43,7 +43,11 @@ mlflow-venv: $(MLFLOW_VENV)/.installed
 demo: install
 	$(PY) examples/demo.py
 
-test: install-test java mlflow-venv
+# Docker tests need a running dockerd and a local base image (Docker Hub is not reachable here).
+docker-setup:
+	sh scripts/docker-setup.sh
+
+test: install-test java mlflow-venv docker-setup
 	MODELFMT_MLFLOW_PYTHON=$(abspath $(MLFLOW_VENV))/bin/python $(PY) -m pytest -q -p no:cacheprovider tests
 
 clean:
