@@ -111,7 +111,7 @@ def _convert_column(col: Any, spec: ColSpec, name: str) -> Any:
     if t == DataType.datetime:
         if pd.api.types.is_datetime64_any_dtype(kind):
             return col
-        if kind == object:
+        if kind == object or pd.api.types.is_string_dtype(kind):
             try:
                 return pd.to_datetime(col)
             except (ValueError, TypeError) as e:
@@ -148,14 +148,15 @@ def _convert_numeric(col: Any, t: DataType, name: str) -> Any:
         raise _incompatible(name, t.value, kind)
     if kind == target:
         return col
-    if np.can_cast(kind, target, "safe"):
-        return col.astype(target)
     values = col.to_numpy()
     if kind.kind in "iu" and target.kind == "f":
+        # numpy calls int64 -> float64 "safe"; it is not past 2**53, so check the values.
         limit = _EXACT_FLOAT_INT if target.itemsize == 8 else 2**24
         if len(values) == 0 or np.abs(values).max() <= limit:
             return col.astype(target)
         raise _incompatible(name, t.value, kind, f"integers beyond {limit} lose precision as {t.value}")
+    if np.can_cast(kind, target, "safe"):
+        return col.astype(target)
     if kind.kind in "iu" and target.kind == "i":
         info = np.iinfo(target)
         if len(values) == 0 or (values.min() >= info.min and values.max() <= info.max):
@@ -217,12 +218,13 @@ def _enforce_tensor(arr: Any, spec: TensorSpec, name: str | None) -> Any:
             raise SchemaError(f"{label}: expected shape {spec.shape}, got {arr.shape}")
     if arr.dtype == spec.dtype:
         return arr
-    if np.can_cast(arr.dtype, spec.dtype, "safe"):
-        return arr.astype(spec.dtype)
     if arr.dtype.kind in "iu" and spec.dtype.kind == "f":
         limit = _EXACT_FLOAT_INT if spec.dtype.itemsize == 8 else 2**24
         if arr.size == 0 or np.abs(arr).max() <= limit:
             return arr.astype(spec.dtype)
+        raise SchemaError(f"{label}: expected dtype {spec.dtype}, got {arr.dtype} with integers beyond {limit}")
+    if np.can_cast(arr.dtype, spec.dtype, "safe"):
+        return arr.astype(spec.dtype)
     if arr.dtype == np.float64 and spec.dtype == np.float32:
         # JSON carries no width: accept float64 when every value survives the round trip.
         cast = arr.astype(np.float32)

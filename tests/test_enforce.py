@@ -1,0 +1,115 @@
+import datetime
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from modelfmt.enforce import enforce_params, enforce_schema
+from modelfmt.errors import ParamsError, SchemaError
+from modelfmt.signature import ColSpec, ParamSchema, ParamSpec, Schema, TensorSpec
+
+SCHEMA = Schema([ColSpec("double", "a"), ColSpec("long", "b"), ColSpec("string", "c", required=False)])
+
+
+def test_missing_required_column_names_it():
+    with pytest.raises(SchemaError, match="'b'"):
+        enforce_schema(pd.DataFrame({"a": [1.0]}), SCHEMA)
+
+
+def test_extra_columns_dropped_and_reordered():
+    df = pd.DataFrame({"zzz": [1], "b": [2], "a": [1.5], "c": ["x"]})
+    out = enforce_schema(df, SCHEMA)
+    assert list(out.columns) == ["a", "b", "c"]
+
+
+def test_optional_column_may_be_missing():
+    out = enforce_schema(pd.DataFrame({"a": [1.0], "b": [1]}), SCHEMA)
+    assert list(out.columns) == ["a", "b"]
+
+
+def test_safe_widening():
+    df = pd.DataFrame({"a": np.array([1.5], np.float32), "b": np.array([3], np.int32)})
+    out = enforce_schema(df, SCHEMA)
+    assert out["a"].dtype == np.float64 and out["b"].dtype == np.int64
+    out = enforce_schema(pd.DataFrame({"a": np.array([1], np.int16), "b": [1]}), SCHEMA)
+    assert out["a"].dtype == np.float64
+
+
+def test_integers_to_double_when_exact():
+    out = enforce_schema(pd.DataFrame({"a": [1, 2], "b": [1, 2]}), SCHEMA)
+    assert out["a"].dtype == np.float64
+    with pytest.raises(SchemaError, match="'a'.*lose precision"):
+        enforce_schema(pd.DataFrame({"a": [2**60], "b": [1]}), SCHEMA)
+
+
+def test_lossy_conversion_refused_with_column_and_types():
+    with pytest.raises(SchemaError) as e:
+        enforce_schema(pd.DataFrame({"a": [1.0], "b": [1.5]}), SCHEMA)
+    msg = str(e.value)
+    assert "'b'" in msg and "long" in msg and "float64" in msg
+    with pytest.raises(SchemaError, match="'a'.*double"):
+        enforce_schema(pd.DataFrame({"a": ["x"], "b": [1]}), SCHEMA)
+    with pytest.raises(SchemaError, match="'c'.*string"):
+        enforce_schema(pd.DataFrame({"a": [1.0], "b": [1], "c": [3]}), SCHEMA)
+
+
+def test_records_and_dicts_become_frames():
+    out = enforce_schema([{"a": 1.0, "b": 2}], SCHEMA)
+    assert out.shape == (1, 2)
+    out = enforce_schema({"a": [1.0, 2.0], "b": [1, 2]}, SCHEMA)
+    assert out.shape == (2, 2)
+
+
+def test_datetime_and_boolean():
+    schema = Schema([ColSpec("datetime", "t"), ColSpec("boolean", "f")])
+    out = enforce_schema(pd.DataFrame({"t": ["2024-01-01"], "f": [True]}), schema)
+    assert pd.api.types.is_datetime64_any_dtype(out["t"])
+    with pytest.raises(SchemaError, match="'f'"):
+        enforce_schema(pd.DataFrame({"t": ["2024-01-01"], "f": [1]}), schema)
+
+
+def test_tensor_rank_dims_and_dtype():
+    schema = Schema([TensorSpec("float32", (-1, 3))])
+    assert enforce_schema(np.zeros((2, 3), np.float32), schema).dtype == np.float32
+    assert enforce_schema(np.zeros((2, 3), np.int8), schema).dtype == np.float32
+    assert enforce_schema([[1.0, 2.0, 3.0]], schema).shape == (1, 3)
+    with pytest.raises(SchemaError, match="shape"):
+        enforce_schema(np.zeros((2, 4), np.float32), schema)
+    with pytest.raises(SchemaError, match="rank"):
+        enforce_schema(np.zeros(3, np.float32), schema)
+    with pytest.raises(SchemaError, match="dtype"):
+        enforce_schema(np.array([[0.1, 0.2, 0.3]]), schema)
+
+
+def test_named_tensors():
+    schema = Schema([TensorSpec("float64", (-1,), "x"), TensorSpec("int64", (-1, 2), "y")])
+    out = enforce_schema({"x": [1.0], "y": [[1, 2]]}, schema)
+    assert out["y"].dtype == np.int64
+    with pytest.raises(SchemaError, match="'y'"):
+        enforce_schema({"x": [1.0]}, schema)
+
+
+def test_params_checked_and_defaults_filled():
+    ps = ParamSchema(
+        [
+            ParamSpec("k", "long", 1),
+            ParamSpec("t", "double", 0.5),
+            ParamSpec("names", "string", ["a"], (-1,)),
+            ParamSpec("when", "datetime", None),
+        ]
+    )
+    assert enforce_params(None, ps) == {"k": 1, "t": 0.5, "names": ["a"], "when": None}
+    out = enforce_params({"k": 3, "t": 2, "when": "2024-01-01T00:00:00", "other": 1}, ps)
+    assert out["t"] == 2.0 and isinstance(out["t"], float)
+    assert out["when"] == datetime.datetime(2024, 1, 1)
+    assert "other" not in out
+    with pytest.raises(ParamsError, match="'k'"):
+        enforce_params({"k": "three"}, ps)
+    with pytest.raises(ParamsError, match="'names'"):
+        enforce_params({"names": "a"}, ps)
+    with pytest.raises(ParamsError, match="'t'"):
+        enforce_params({"t": True}, ps)
+
+
+def test_params_ignored_without_schema():
+    assert enforce_params({"k": 1}, None) is None
