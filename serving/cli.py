@@ -1,0 +1,59 @@
+"""The ``modelfmt serve`` command: options, each also read from a ``MODELFMT_*`` environment variable."""
+
+from __future__ import annotations
+
+import re
+
+import click
+
+_UNITS = {"": 1, "b": 1, "k": 1024, "kb": 1000, "kib": 1024, "m": 1024**2, "mb": 1000**2, "mib": 1024**2,
+          "g": 1024**3, "gb": 1000**3, "gib": 1024**3}
+
+
+def parse_size(text: str | int) -> int:
+    """Bytes in ``text``: ``1048576``, ``512K``, ``100MiB``, ``1GB`` (K/M/G and KiB/MiB/GiB binary, KB/MB/GB decimal)."""
+    if isinstance(text, int):
+        return text
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*", str(text))
+    if not m or m.group(2).lower() not in _UNITS:
+        raise ValueError(f"{text!r} is not a size: write bytes, or a number with K, M, G, KiB, MiB, GiB, KB, MB, GB")
+    size = int(float(m.group(1)) * _UNITS[m.group(2).lower()])
+    if size <= 0:
+        raise ValueError(f"the size must be positive, got {text!r}")
+    return size
+
+
+def _size_option(ctx: click.Context, param: click.Parameter, value: str) -> int:
+    try:
+        return parse_size(value)
+    except ValueError as e:
+        raise click.BadParameter(str(e)) from None
+
+
+@click.command("serve")
+@click.argument("model", type=click.Path(file_okay=False))
+@click.option("--host", default="127.0.0.1", show_default=True, envvar="MODELFMT_HOST", help="Address to listen on.")
+@click.option("--port", default=5001, show_default=True, type=click.IntRange(0, 65535), envvar="MODELFMT_PORT")
+@click.option("--workers", type=click.IntRange(1), envvar="MODELFMT_WORKERS",
+              help="Worker processes, each with its own copy of the model.  [default: cores, at most 4]")
+@click.option("--threads", default=1, show_default=True, type=click.IntRange(1), envvar="MODELFMT_THREADS",
+              help="Threads per worker (more than 1 switches to gunicorn's gthread worker, with keep-alive).")
+@click.option("--timeout", default=60.0, show_default=True, type=click.FloatRange(0.1), envvar="MODELFMT_TIMEOUT",
+              help="Seconds a request may run; past it the answer is 504 and the worker is replaced.")
+@click.option("--max-body-size", default="100MiB", show_default=True, callback=_size_option,
+              envvar="MODELFMT_MAX_BODY_SIZE", help="Largest request body (bytes, or 512K, 100MiB...); larger gets 413.")
+@click.option("--debug", is_flag=True, envvar="MODELFMT_DEBUG", help="Stack traces in 500 answers; debug logs.")
+def serve(model: str, host: str, port: int, workers: int | None, threads: int, timeout: float,
+          max_body_size: int, debug: bool) -> None:
+    """Serve MODEL over HTTP with MLflow's scoring protocol (POST /invocations) until SIGTERM or Ctrl-C."""
+    from modelfmt.errors import ModelfmtError
+    from modelfmt.model import Model
+
+    try:
+        Model.load(model)  # a wrong path fails here, in one line, before any worker starts
+    except ModelfmtError as e:
+        raise click.ClickException(str(e)) from None
+    from serving.server import run
+
+    run(model, host=host, port=port, workers=workers, threads=threads, timeout=timeout,
+        max_body_size=max_body_size, debug=debug)

@@ -1,0 +1,251 @@
+"""``application/json``: MLflow's four input keys plus ``params``, and the ``predictions`` answer.
+
+A body is an object with exactly one of ``dataframe_split`` (``columns``/``data``/``index``),
+``dataframe_records`` (a list of row objects), ``instances`` (rows, TF-serving style) or ``inputs``
+(columns or tensors), and optionally ``params``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from modelfmt.errors import PayloadError
+from serving.codecs import JSON, register
+from serving.codecs._tables import (
+    Plan,
+    conform_array,
+    decode_binary,
+    frame_from_rows,
+    json_array,
+    pd_object,
+    plan_for,
+)
+
+DF_SPLIT = "dataframe_split"
+DF_RECORDS = "dataframe_records"
+INSTANCES = "instances"
+INPUTS = "inputs"
+PARAMS = "params"
+FORMAT_KEYS = (DF_SPLIT, DF_RECORDS, INSTANCES, INPUTS)
+
+
+@register(JSON)
+def decode(body: bytes, schema: Any = None) -> tuple[Any, dict | None]:
+    """Parse a JSON scoring body into ``(model input, params)``."""
+    try:
+        doc = orjson.loads(body)
+    except orjson.JSONDecodeError as e:
+        raise PayloadError(f"the body is not valid JSON: {e}") from None
+    if not isinstance(doc, dict):
+        raise PayloadError(
+            f"the body must be a JSON object with exactly one of {', '.join(FORMAT_KEYS)}; got a {_json_kind(doc)}"
+        )
+    keys = [k for k in FORMAT_KEYS if k in doc]
+    if len(keys) != 1:
+        found = ", ".join(repr(k) for k in doc) or "none"
+        raise PayloadError(
+            f"the body must hold exactly one of {', '.join(FORMAT_KEYS)}; it holds the keys: {found}"
+        )
+    params = doc.get(PARAMS)
+    if params is not None and not isinstance(params, dict):
+        raise PayloadError(f"'params' must be a JSON object, got a {_json_kind(params)}", "INVALID_PARAMETER_VALUE")
+    plan = plan_for(schema)
+    key = keys[0]
+    value = doc[key]
+    if key == DF_SPLIT:
+        data = _split(value, plan, body)
+    elif key == DF_RECORDS:
+        data = _records(value, plan, body)
+    elif key == INSTANCES:
+        data = _instances(value, plan, body)
+    else:
+        data = _inputs(value, plan, body)
+    return data, params
+
+
+def _json_kind(value: Any) -> str:
+    return {dict: "object", list: "list", str: "string", bool: "boolean", type(None): "null"}.get(
+        type(value), "number"
+    )
+
+
+def _no_bools(body: bytes) -> bool:
+    # A byte scan is far cheaper than looking at every cell; a string holding "true" only costs the fast path.
+    return b"true" not in body and b"false" not in body
+
+
+def _split(value: Any, plan: Plan, body: bytes) -> Any:
+    if not isinstance(value, dict):
+        raise PayloadError(f"'dataframe_split' must be an object with 'columns' and 'data', got a {_json_kind(value)}")
+    extra = sorted(set(value) - {"columns", "data", "index"})
+    if "data" not in value or extra:
+        raise PayloadError(
+            "'dataframe_split' takes 'data' and optionally 'columns' and 'index'; "
+            f"got the keys {sorted(value)}"
+        )
+    return frame_from_rows(value["data"], value.get("columns"), value.get("index"), plan, not _no_bools(body))
+
+
+def _records(value: Any, plan: Plan, body: bytes) -> Any:
+    if not isinstance(value, list) or not all(isinstance(r, dict) for r in value):
+        raise PayloadError("'dataframe_records' must be a list of objects, one per row")
+    return _frame_from_records(value, plan, body)
+
+
+def _frame_from_records(records: list, plan: Plan, body: bytes) -> Any:
+    if records:
+        first = records[0].keys()
+        if len(first) > 1 and all(r.keys() == first for r in records):
+            # Same keys in every row: read them as rows of a table, in the first row's key order.
+            columns = list(first)
+            rows = [[r[c] for c in columns] for r in records]
+            return frame_from_rows(rows, columns, None, plan, not _no_bools(body))
+    import pandas as pd
+
+    try:
+        df = pd.DataFrame(records)
+    except (ValueError, TypeError) as e:
+        raise PayloadError(f"'dataframe_records' do not form a table: {e}") from None
+    from serving.codecs._tables import conform_frame
+
+    return conform_frame(df, plan)
+
+
+def _instances(value: Any, plan: Plan, body: bytes) -> Any:
+    if isinstance(value, list) and value and isinstance(value[0], dict):
+        if not all(isinstance(r, dict) for r in value):
+            raise PayloadError("'instances' mixes objects with other values; send one object per row")
+        # Rows of named values become one array per name, as in TF serving's row format.
+        names: dict[str, list] = {}
+        for row in value:
+            for k, v in row.items():
+                names.setdefault(k, []).append(v)
+        lengths = {len(v) for v in names.values()}
+        if len(lengths) > 1:
+            raise PayloadError("'instances': not every row has the same keys; the columns differ in length")
+        return {k: _column(v, k, plan) for k, v in names.items()}
+    return _inputs(value, plan, body)
+
+
+def _inputs(value: Any, plan: Plan, body: bytes) -> Any:
+    if plan.kind == "tensors":
+        return _tensors(value, plan)
+    if plan.kind == "columns":
+        if isinstance(value, dict):
+            return {k: _column(v, k, plan) for k, v in value.items()}
+        if isinstance(value, list) and value and all(isinstance(r, dict) for r in value):
+            return _frame_from_records(value, plan, body)
+        if isinstance(value, list) and value and all(isinstance(r, list) for r in value) and plan.names:
+            if all(len(r) == len(plan.names) for r in value) and len(plan.names) > 1:
+                return frame_from_rows(value, list(plan.names), None, plan, not _no_bools(body))
+        if isinstance(value, list) and len(plan.names) == 1:
+            return {plan.names[0]: _column(value, plan.names[0], plan)}
+        return value
+    # No schema: numbers become arrays, as MLflow hands them to the model; anything else stays as sent.
+    if isinstance(value, dict):
+        return {k: _loose_array(v) for k, v in value.items()}
+    return _loose_array(value)
+
+
+def _loose_array(value: Any) -> Any:
+    import numpy as np
+
+    if not isinstance(value, list):
+        return value
+    try:
+        return np.asarray(value)
+    except (ValueError, TypeError):
+        return value
+
+
+def _column(values: Any, name: str, plan: Plan) -> Any:
+    """One named column of ``inputs``/``instances`` in its declared type."""
+    if not isinstance(values, list):
+        return values
+    if name in plan.binary:
+        return pd_object(decode_binary(values, name))
+    if name in plan.strings:
+        return pd_object(values)
+    dtype = plan.dtypes.get(name)
+    if dtype is None:
+        return _loose_array(values)
+    import numpy as np
+
+    try:
+        arr = np.asarray(values)
+    except (ValueError, TypeError):
+        return pd_object(values)
+    return conform_array(arr, dtype) if arr.dtype.kind in "iuf" else arr
+
+
+def _tensors(value: Any, plan: Plan) -> Any:
+    specs = plan.tensors
+    if len(specs) == 1:
+        spec = specs[0]
+        if isinstance(value, dict) and len(value) == 1:
+            value = next(iter(value.values()))
+        return json_array(value, spec.dtype, f"tensor {spec.name!r}" if spec.name else "input tensor")
+    if not isinstance(value, dict):
+        raise PayloadError(f"the model takes named tensors {plan.names}: send 'inputs' as an object of arrays")
+    by_name = {s.name: s for s in specs}
+    return {
+        k: json_array(v, by_name[k].dtype, f"tensor {k!r}") if k in by_name else json_array(v, None, f"tensor {k!r}")
+        for k, v in value.items()
+    }
+
+
+# -- answers ------------------------------------------------------------------------------------
+_OPTIONS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
+
+
+def dumps(obj: Any) -> bytes:
+    """JSON bytes of ``obj``, with numpy and pandas values shaped as MLflow shapes them."""
+    return orjson.dumps(obj, default=_default, option=_OPTIONS)
+
+
+def _default(value: Any) -> Any:
+    import datetime
+
+    import numpy as np
+
+    if type(value).__module__.startswith("pandas"):
+        return _pandas_jsonable(value)
+    if isinstance(value, np.ndarray):
+        return value.tolist()  # what orjson does not take natively: object dtype, non-contiguous views
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, (bytes, bytearray)):
+        import base64
+
+        return base64.b64encode(value).decode("ascii")
+    if isinstance(value, (datetime.date, datetime.time)):
+        return value.isoformat()
+    if isinstance(value, (set, frozenset, tuple)):
+        return list(value)
+    raise TypeError(f"cannot encode a {type(value).__name__} as JSON")
+
+
+def _pandas_jsonable(value: Any) -> Any:
+    import pandas as pd
+
+    if isinstance(value, pd.DataFrame):
+        return _records_of(value)
+    if isinstance(value, pd.Series):
+        return _records_of(value.to_frame(name=value.name if value.name is not None else 0))
+    if value is pd.NaT or value is pd.NA:
+        return None
+    if isinstance(value, pd.Timestamp):
+        return value.isoformat()
+    if hasattr(value, "to_numpy"):
+        return value.to_numpy().tolist()
+    raise TypeError(f"cannot encode a {type(value).__name__} as JSON")
+
+
+def _records_of(df: Any) -> list:
+    """A DataFrame as a list of row objects (pandas' ``records`` orient) without pandas' per-cell cost."""
+    names = [str(c) for c in df.columns]
+    # Column by column: numpy's tolist() makes Python numbers at C speed; timestamps go through _default.
+    columns = [s.tolist() if s.dtype.kind == "M" else s.to_numpy().tolist() for _, s in df.items()]
+    return [dict(zip(names, row)) for row in zip(*columns)] if columns else [{} for _ in range(len(df))]

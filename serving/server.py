@@ -1,0 +1,389 @@
+"""``modelfmt serve``: gunicorn around the scoring app, with request timeouts and graceful stops.
+
+- Each worker loads the model itself (no model is shared across ``fork``: ONNX and Spark sessions are
+  not fork-safe); heavy libraries are imported once in the master so a replaced worker starts fast.
+- A request running past ``timeout`` is answered 504 by a watchdog thread and its worker is replaced:
+  the stuck call cannot be stopped from Python, so the worker finishes its other requests and exits.
+- SIGTERM and SIGINT both stop gracefully: requests in flight finish, then the server exits 0.
+- :func:`serving` runs ``modelfmt serve`` in a subprocess for tests, demos and scripts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from typing import Any, Callable, Iterator
+
+from modelfmt.errors import DeployError
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 5001
+DEFAULT_TIMEOUT = 60.0
+ACCESS_LOG_FORMAT = '%(t)s %(h)s "%(r)s" %(s)s %(B)s %(M)sms'
+_log = logging.getLogger("modelfmt.serving")
+_WORKER: Any = None  # this process's gunicorn worker, once it has booted
+
+
+def default_workers() -> int:
+    """One worker per core, at most 4 (each holds its own copy of the model)."""
+    return max(1, min(4, os.cpu_count() or 1))
+
+
+# -- request timeouts ---------------------------------------------------------------------------
+class _InFlight:
+    __slots__ = ("deadline", "started", "sock", "path", "lock", "done", "claimed")
+
+    def __init__(self, timeout: float, environ: dict) -> None:
+        self.started = time.monotonic()
+        self.deadline = self.started + timeout
+        self.sock = environ.get("gunicorn.socket")
+        self.path = environ.get("PATH_INFO", "")
+        self.lock = threading.Lock()
+        self.done = False
+        self.claimed = False
+
+
+class TimeoutGuard:
+    """WSGI middleware: answer 504 to a request still running after ``timeout`` seconds, then retire the worker.
+
+    One watchdog thread per worker sleeps until the nearest deadline; a request costs two dict
+    operations. Whoever comes first, the request finishing or the watchdog, owns the socket.
+    """
+
+    def __init__(self, app: Callable, timeout: float) -> None:
+        self.app = app
+        self.timeout = timeout
+        self._inflight: dict[int, _InFlight] = {}
+        # Built in the worker (after fork), so the thread lives in the process that serves.
+        self._thread = threading.Thread(target=self._watch, name="modelfmt-timeouts", daemon=True)
+        self._thread.start()
+
+    def __call__(self, environ: dict, start_response: Callable) -> Any:
+        entry = _InFlight(self.timeout, environ)
+        key = id(entry)
+        self._inflight[key] = entry
+        try:
+            return self.app(environ, start_response)
+        finally:
+            with entry.lock:
+                entry.done = True
+                claimed = entry.claimed
+            self._inflight.pop(key, None)
+            if claimed:
+                # The watchdog has answered this request and is ending the process: never write again.
+                while True:
+                    time.sleep(3600)
+
+    def _watch(self) -> None:
+        while True:
+            now = time.monotonic()
+            wake = now + self.timeout
+            for entry in list(self._inflight.values()):
+                if entry.deadline <= now:
+                    self._expire(entry)
+                else:
+                    wake = min(wake, entry.deadline)
+            time.sleep(max(wake - time.monotonic(), 0.005))
+
+    def _expire(self, entry: _InFlight) -> None:
+        with entry.lock:
+            if entry.done:
+                return
+            entry.claimed = True
+        elapsed = time.monotonic() - entry.started
+        _log.error(
+            "%s ran %.1fs, past the timeout of %gs: answered 504; replacing worker %d",
+            entry.path, elapsed, self.timeout, os.getpid(),
+        )
+        _count_timeout(entry.path, elapsed)
+        _send_504(entry.sock, self.timeout)
+        self._retire()
+
+    def _retire(self) -> None:
+        """Stop taking requests, let this worker's other requests finish, then exit for a fresh worker."""
+        worker = _WORKER
+        if worker is not None:
+            worker.alive = False
+        deadline = time.monotonic() + 10.0
+        while time.monotonic() < deadline and any(not e.claimed for e in list(self._inflight.values())):
+            time.sleep(0.05)
+        for handler in logging.getLogger().handlers + _log.handlers:
+            with contextlib.suppress(Exception):
+                handler.flush()
+        os._exit(0)
+
+
+def _count_timeout(path: str, elapsed: float) -> None:
+    with contextlib.suppress(Exception):  # metrics must never stop the 504 from going out
+        from serving import metrics
+
+        m = metrics.get()
+        m.timeouts.inc()
+        m.observe(path, "504", elapsed)
+
+
+def _send_504(sock: Any, timeout: float) -> None:
+    import orjson
+
+    body = orjson.dumps(
+        {"error_code": "REQUEST_TIMEOUT", "message": f"the request ran past the server's timeout of {timeout:g}s"}
+    )
+    head = (
+        "HTTP/1.1 504 Gateway Timeout\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+    ).encode("ascii")
+    if sock is None:
+        return
+    with contextlib.suppress(OSError):
+        sock.settimeout(5.0)
+        sock.sendall(head + body)
+        sock.shutdown(socket.SHUT_RDWR)
+
+
+# -- gunicorn -----------------------------------------------------------------------------------
+def _gunicorn_options(
+    host: str, port: int, workers: int, threads: int, timeout: float, debug: bool
+) -> dict[str, Any]:
+    return {
+        "bind": f"{host}:{port}",
+        "workers": workers,
+        "threads": threads,
+        "worker_class": "gthread" if threads > 1 else "sync",
+        # gunicorn's own heartbeat kill is the backstop behind our 504: it must come later.
+        "timeout": int(timeout) + 30,
+        "graceful_timeout": int(timeout) + 5,
+        "keepalive": 5,
+        "accesslog": "-",
+        "errorlog": "-",
+        "access_log_format": ACCESS_LOG_FORMAT,
+        "loglevel": "debug" if debug else "info",
+        "proc_name": "modelfmt-serve",
+        "control_socket_disable": True,  # one fixed socket path per user would clash between servers
+        "post_worker_init": _post_worker_init,
+        "child_exit": _child_exit,
+        "when_ready": _when_ready,
+    }
+
+
+def _post_worker_init(worker: Any) -> None:
+    global _WORKER
+    _WORKER = worker
+    # Ctrl-C reaches the whole process group: a worker finishes its request instead of dropping it.
+    signal.signal(signal.SIGINT, worker.handle_exit)
+
+
+def _child_exit(server: Any, worker: Any) -> None:
+    from serving import metrics
+
+    metrics.mark_worker_dead(worker.pid)
+
+
+def _when_ready(server: Any) -> None:
+    server.log.info("modelfmt serve: listening on http://%s", server.cfg.bind[0])
+
+
+def _configure_logging(debug: bool) -> None:
+    logger = logging.getLogger("modelfmt")
+    if not logger.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("[%(asctime)s] [%(process)d] [%(levelname)s] %(name)s: %(message)s"))
+        logger.addHandler(handler)
+        logger.propagate = False
+    logger.setLevel(logging.DEBUG if debug else logging.INFO)
+
+
+def _app_class() -> type:
+    from gunicorn.app.base import BaseApplication
+    from gunicorn.arbiter import Arbiter
+    from gunicorn.errors import AppImportError
+
+    class _Arbiter(Arbiter):
+        def handle_int(self) -> None:
+            # gunicorn's SIGINT is a quick stop; ours is graceful, like SIGTERM.
+            raise StopIteration
+
+    class ModelfmtApplication(BaseApplication):
+        """gunicorn running :func:`serving.app.create_app` behind :class:`TimeoutGuard`."""
+
+        def __init__(self, model_path: str, options: dict, app_options: dict, timeout: float) -> None:
+            self.model_path, self.options, self.app_options, self.timeout = model_path, options, app_options, timeout
+            super().__init__()
+
+        def load_config(self) -> None:
+            for key, value in self.options.items():
+                self.cfg.set(key, value)
+
+        def load(self) -> Callable:
+            from modelfmt.errors import ModelfmtError
+            from serving.app import create_app
+
+            try:
+                app = create_app(self.model_path, **self.app_options)
+            except ModelfmtError as e:
+                raise AppImportError(f"modelfmt serve: cannot load the model: {e}") from e
+            return TimeoutGuard(app, self.timeout)
+
+        def run(self) -> None:
+            _Arbiter(self).run()
+
+    return ModelfmtApplication
+
+
+def _metrics_dir() -> str | None:
+    """A directory for per-worker metric files: a fresh one, or the user's emptied of stale files."""
+    from serving.metrics import MULTIPROC_ENV
+
+    existing = os.environ.get(MULTIPROC_ENV)
+    if existing:
+        os.makedirs(existing, exist_ok=True)
+        for stale in glob.glob(os.path.join(existing, "*.db")):
+            with contextlib.suppress(OSError):
+                os.remove(stale)
+        return None
+    path = tempfile.mkdtemp(prefix="modelfmt-metrics-")
+    os.environ[MULTIPROC_ENV] = path
+    return path
+
+
+def run(
+    model_path: str,
+    *,
+    host: str = DEFAULT_HOST,
+    port: int = DEFAULT_PORT,
+    workers: int | None = None,
+    threads: int = 1,
+    timeout: float = DEFAULT_TIMEOUT,
+    max_body_size: int | None = None,
+    debug: bool = False,
+) -> None:
+    """Serve ``model_path`` in the foreground until SIGTERM or SIGINT (blocking)."""
+    from serving.app import DEFAULT_MAX_BODY_SIZE
+
+    _configure_logging(debug)
+    created = _metrics_dir()
+    # Imported once here, inherited by every worker: a replacement worker only loads the model.
+    import numpy  # noqa: F401
+    import pandas  # noqa: F401
+
+    import serving.app  # noqa: F401
+    import serving.codecs  # noqa: F401
+
+    options = _gunicorn_options(host, port, workers or default_workers(), threads, timeout, debug)
+    app_options = {"max_body_size": max_body_size or DEFAULT_MAX_BODY_SIZE, "debug": debug}
+    try:
+        _app_class()(os.path.abspath(model_path), options, app_options, timeout).run()
+    finally:
+        if created:
+            shutil.rmtree(created, ignore_errors=True)
+
+
+# -- a server in a subprocess -------------------------------------------------------------------
+class ServerURL(str):
+    """The base URL of a running server (a ``str``), with its master ``pid`` and ``log_path``."""
+
+    pid: int
+    log_path: str
+
+
+def free_port(host: str = DEFAULT_HOST) -> int:
+    """A TCP port free on ``host`` right now."""
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def _command(model_path: str, host: str, port: int, options: dict) -> list[str]:
+    cmd = [sys.executable, "-m", "modelfmt", "serve", os.fspath(model_path), "--host", host, "--port", str(port)]
+    for key, value in options.items():
+        flag = "--" + key.replace("_", "-")
+        if value is True:
+            cmd.append(flag)
+        elif value is not None and value is not False:
+            cmd += [flag, str(value)]
+    return cmd
+
+
+@contextlib.contextmanager
+def serving(
+    model_path: str,
+    port: int | None = None,
+    *,
+    host: str = DEFAULT_HOST,
+    startup_timeout: float = 120.0,
+    log_path: str | None = None,
+    **options: Any,
+) -> Iterator[ServerURL]:
+    """Run ``modelfmt serve`` in a subprocess; yield its base URL once ``/ping`` answers 200; stop it.
+
+    ``options`` are ``serve``'s options (``workers=2``, ``timeout=5``, ``debug=True``...). Logs go to
+    ``log_path`` (a temporary file when not given; its tail is in the error if the server fails to start).
+    """
+    port = port or free_port(host)
+    own_log = log_path is None
+    if own_log:
+        fd, log_path = tempfile.mkstemp(prefix="modelfmt-serve-", suffix=".log")
+        os.close(fd)
+    env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen(
+            _command(model_path, host, port, options), stdout=log, stderr=subprocess.STDOUT, env=env
+        )
+    url = ServerURL(f"http://{host}:{port}")
+    url.pid, url.log_path = proc.pid, log_path
+    try:
+        _wait_ready(proc, url, startup_timeout, log_path)
+        yield url
+    finally:
+        stop_process(proc)
+        if own_log:
+            with contextlib.suppress(OSError):
+                os.remove(log_path)
+
+
+def _wait_ready(proc: subprocess.Popen, url: str, timeout: float, log_path: str) -> None:
+    import urllib.error
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    status = None
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise DeployError(f"modelfmt serve exited with code {proc.returncode}:\n{_tail(log_path)}")
+        try:
+            with urllib.request.urlopen(url + "/ping", timeout=2) as resp:
+                if resp.status == 200:
+                    return
+        except urllib.error.HTTPError as e:
+            status = e.code
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(0.05)
+    raise DeployError(f"modelfmt serve did not answer /ping with 200 within {timeout:g}s (last status {status}):\n{_tail(log_path)}")
+
+
+def _tail(path: str, lines: int = 30) -> str:
+    with contextlib.suppress(OSError), open(path, errors="replace") as f:
+        return "".join(f.readlines()[-lines:])
+    return ""
+
+
+def stop_process(proc: subprocess.Popen, timeout: float = 30.0) -> int:
+    """SIGTERM ``proc`` and wait for it (SIGKILL after ``timeout`` seconds); returns its exit code."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    return proc.returncode
