@@ -50,21 +50,28 @@ def modelfmt_wheel(dest: str, wheel: str | None = None) -> str:
             raise DeployError(f"modelfmt wheel {wheel!r} is not a .whl file")
         return shutil.copy2(wheel, dest)
     root = source_tree()
-    return _wheel_from_source(root, dest) if root else wheel_from_installed(dest)
+    return wheel_from_source(root, dest) if root else wheel_from_installed(dest)
 
 
-def _wheel_from_source(root: str, dest: str) -> str:
-    # A copy of only the packaging files and packages: no build/ or egg-info litter in the checkout,
-    # and no tests or venvs in the wheel.
+def copy_sources(root: str, dest: str) -> None:
+    """Copy the packaging files and packages of the checkout ``root`` into ``dest`` (no tests, venvs,
+    build litter)."""
+    for name in sorted(os.listdir(root)):
+        src = os.path.join(root, name)
+        if name.startswith(".") or name in _SKIP_DIRS:
+            continue
+        if os.path.isfile(src):
+            shutil.copy2(src, dest)
+        elif os.path.isfile(os.path.join(src, "__init__.py")):
+            shutil.copytree(src, os.path.join(dest, name), ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+
+
+def wheel_from_source(root: str, dest: str) -> str:
+    """Build a modelfmt wheel from the checkout ``root`` into ``dest`` (reproducible bytes)."""
+    # Built from a copy: no build/ or egg-info litter in the checkout.
+    os.makedirs(dest, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="modelfmt-src-") as tmp:
-        for name in sorted(os.listdir(root)):
-            src = os.path.join(root, name)
-            if name.startswith(".") or name in _SKIP_DIRS:
-                continue
-            if os.path.isfile(src):
-                shutil.copy2(src, tmp)
-            elif os.path.isfile(os.path.join(src, "__init__.py")):
-                shutil.copytree(src, os.path.join(tmp, name), ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        copy_sources(root, tmp)
         out = os.path.join(tmp, "_wheel")
         env = dict(os.environ, SOURCE_DATE_EPOCH=str(_EPOCH))
         proc = _pip(["wheel", "--no-deps", "--no-build-isolation", "-q", "-w", out, "."], cwd=tmp, env=env)

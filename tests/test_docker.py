@@ -1,0 +1,162 @@
+"""Build contexts for the docker image: rendering, wheel resolution, errors. No image is built here
+(tests/test_docker_image.py builds and runs one)."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tarfile
+
+import pytest
+
+from modelfmt.errors import DeployError
+from serving import docker_context, docker_wheels
+from serving.docker import generate_dockerfile, resolve_target
+
+BASE_IMAGE = os.environ.get("MODELFMT_TEST_BASE_IMAGE", "modelfmt-base:bookworm")
+
+
+def _instructions(dockerfile: str) -> list[str]:
+    """The Dockerfile's instructions (continuation lines joined, comments dropped)."""
+    text = re.sub(r"\\\n", " ", dockerfile)
+    return [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
+
+
+def test_slim_image_target_and_dockerfile():
+    # python:3.x-slim cannot be pulled here: its path is checked through the rendering alone.
+    target = docker_context.target_from_tag("python:3.12-slim")
+    assert (target.python_version, target.glibc) == ("3.12", (2, 36))
+    assert docker_context.target_from_tag("registry.example.com/python:3.10.4-slim-bookworm").python_version == "3.10"
+    steps = _instructions(docker_context.render_dockerfile(target))
+    assert "{{" not in "\n".join(steps)
+    froms = [s for s in steps if s.startswith("FROM ")]
+    assert froms == ["FROM python:3.12-slim AS deps", "FROM python:3.12-slim"]
+    # A venv from the image's own python3 on PATH: /usr/bin (Debian) or /usr/local/bin (slim).
+    assert any("python3 -m venv /opt/modelfmt" in s for s in steps)
+    assert "USER 10001:10001" in steps
+    assert any(s.startswith("HEALTHCHECK") and "/ping" in s for s in steps)
+    assert 'ENTRYPOINT ["/usr/local/bin/modelfmt-entrypoint"]' in steps and 'CMD ["serve"]' in steps
+    assert "EXPOSE 8080" in steps and any("MODELFMT_PORT=8080" in s for s in steps)
+    # Layer order: dependencies, then modelfmt, then the model as the very last layer.
+    order = [i for i, s in enumerate(steps) if s.startswith(("COPY wheels/", "COPY modelfmt-wheel/", "COPY model/"))]
+    assert len(order) == 3 and order == sorted(order) and order[-1] == len(steps) - 1
+
+
+def test_target_needs_a_python_version_for_unknown_images():
+    with pytest.raises(DeployError, match="--python-version"):
+        docker_context.target_from_tag("example.com/some/image:1.0")
+    assert docker_context.target_from_tag("example.com/some/image:1.0", "3.11").python_version == "3.11"
+
+
+def test_probed_target_of_local_base_image(sklearn_model_path):
+    target = resolve_target(sklearn_model_path, BASE_IMAGE)
+    assert target.python_version == "3.11" and target.glibc == (2, 36)
+    with pytest.raises(DeployError, match="not 3.12"):
+        resolve_target(sklearn_model_path, BASE_IMAGE, "3.12")
+
+
+def test_default_base_image_follows_model_python(sklearn_model_path, monkeypatch):
+    monkeypatch.delenv("MODELFMT_BASE_IMAGE", raising=False)
+    assert docker_context.default_base_image(sklearn_model_path) == "python:%d.%d-slim" % sys.version_info[:2]
+    monkeypatch.setenv("MODELFMT_BASE_IMAGE", "my/base:1")
+    assert docker_context.default_base_image(sklearn_model_path) == "my/base:1"
+
+
+def test_platform_tags_cover_older_manylinux():
+    tags = docker_wheels.platform_tags("x86_64", (2, 36))
+    assert tags[0] == "manylinux_2_36_x86_64" and "manylinux_2_17_x86_64" in tags
+    assert {"manylinux2014_x86_64", "manylinux1_x86_64"} <= set(tags)
+    assert "manylinux_2_37_x86_64" not in tags
+
+
+def test_modelfmt_and_mlflow_lines_are_dropped(sklearn_model_path, tmp_path):
+    model = shutil.copytree(sklearn_model_path, tmp_path / "m")
+    with open(model / "requirements.txt", "a", encoding="utf-8") as f:
+        f.write("modelfmt==0.1.0\nmlflow==3.18.0\nMLflow_Skinny>=3\n")
+    kept = docker_context.image_requirements(str(model))
+    assert kept and not any(re.match(r"(?i)(modelfmt|mlflow)", r) for r in kept)
+    assert any(r.startswith("scikit-learn==") for r in kept)
+
+
+def test_requirement_without_wheel_is_named(tmp_path):
+    # A local index holding only an sdist: resolution fails on it without touching the network.
+    links = tmp_path / "links"
+    links.mkdir()
+    src = tmp_path / "nowheel-1.0"
+    src.mkdir()
+    (src / "setup.py").write_text("from setuptools import setup\nsetup(name='nowheel', version='1.0')\n")
+    with tarfile.open(links / "nowheel-1.0.tar.gz", "w:gz") as tar:
+        tar.add(src, arcname="nowheel-1.0")
+    with pytest.raises(DeployError, match=r"no wheel of requirement 'nowheel==1\.0' for CPython 3\.11"):
+        docker_wheels.resolve_wheels(
+            ["nowheel==1.0"],
+            str(tmp_path / "out"),
+            python_version="3.11",
+            machine="x86_64",
+            glibc=(2, 36),
+            pip_options=["--no-index", "--find-links", str(links)],
+        )
+
+
+def test_modelfmt_wheel_is_reproducible(tmp_path):
+    # A snapshot of the sources, so edits to the checkout during the test cannot differ the builds.
+    snapshot = tmp_path / "src"
+    snapshot.mkdir()
+    docker_wheels.copy_sources(docker_wheels.source_tree(), str(snapshot))
+    a = docker_wheels.wheel_from_source(str(snapshot), str(tmp_path / "a"))
+    b = docker_wheels.wheel_from_source(str(snapshot), str(tmp_path / "b"))
+    assert os.path.basename(a).startswith("modelfmt-") and a.endswith("-py3-none-any.whl")
+    # Same sources, same bytes: docker's layer cache then keeps the modelfmt layer.
+    with open(a, "rb") as fa, open(b, "rb") as fb:
+        assert fa.read() == fb.read()
+
+
+def test_generated_context(sklearn_model_path, tmp_path):
+    out = tmp_path / "ctx"
+    generate_dockerfile(sklearn_model_path, str(out), BASE_IMAGE)
+    assert sorted(os.listdir(out)) == ["Dockerfile", "entrypoint.sh", "model", "modelfmt-wheel", "wheels"]
+    assert (out / "Dockerfile").read_text().count(f"FROM {BASE_IMAGE}") == 2
+    assert os.access(out / "entrypoint.sh", os.X_OK)
+    assert sorted(os.listdir(out / "model")) == sorted(os.listdir(sklearn_model_path))
+    pins = (out / "wheels" / "requirements.txt").read_text().split()
+    import sklearn
+
+    assert f"scikit_learn=={sklearn.__version__}" in pins
+    assert any(p.startswith(("flask==", "Flask==")) for p in pins) and not any(p.startswith("modelfmt") for p in pins)
+    wheels = [n for n in os.listdir(out / "wheels") if n.endswith(".whl")]
+    assert len(wheels) == len(pins)
+    assert all(re.search(r"-(cp311-cp311|cp311-abi3|cp3\d-abi3|py\d(\.py\d)?-none)-", n) for n in wheels), wheels
+    assert len(os.listdir(out / "modelfmt-wheel")) == 1
+    # Everything world-readable: the image's user is not the files' owner.
+    assert all(os.stat(os.path.join(d, f)).st_mode & 0o004 for d, _, fs in os.walk(out) for f in fs)
+    with pytest.raises(DeployError, match="not empty"):
+        generate_dockerfile(sklearn_model_path, str(out), BASE_IMAGE)
+
+
+def test_build_without_daemon_is_one_sentence(sklearn_model_path, tmp_path):
+    env = dict(os.environ, DOCKER_HOST=f"unix://{tmp_path}/no-docker.sock")
+    proc = subprocess.run(
+        [sys.executable, "-m", "modelfmt.cli", "build-docker", sklearn_model_path, "-t", "x:1"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert proc.returncode == 1
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert lines[0].startswith("Error: cannot reach the Docker daemon at unix://")
+
+
+def test_generate_dockerfile_cli_refuses_a_non_model(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "modelfmt.cli", "generate-dockerfile", str(tmp_path), "-o", str(tmp_path / "o")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert proc.stderr.startswith("Error: ") and len(proc.stderr.strip().splitlines()) == 1
