@@ -7,8 +7,14 @@ is refused with an error naming it rather than importing MLflow.
 
 from __future__ import annotations
 
+import contextlib
+import importlib
+import importlib.abc
+import importlib.machinery
+import importlib.util
 import pickle
-from typing import IO, Any
+import sys
+from typing import IO, Any, Iterator, NamedTuple
 
 from modelfmt.errors import PredictionError, UnsafeModelError
 
@@ -20,12 +26,14 @@ class MlflowException(PredictionError):
         super().__init__(str(message))
 
 
-class FuncInfo:
-    """Stand-in for MLflow's record of a ``predict`` type hint and its argument name."""
+class FuncInfo(NamedTuple):
+    """Stand-in for MLflow's record of a ``predict`` type hint and its argument name.
 
-    def __init__(self, input_type_hint: Any = None, input_param_name: str = "model_input") -> None:
-        self.input_type_hint = input_type_hint
-        self.input_param_name = input_param_name
+    A named tuple like MLflow's, because a pickled named tuple is rebuilt from its field values.
+    """
+
+    input_type_hint: Any = None
+    input_param_name: str = "model_input"
 
 
 class _TypeHints:
@@ -35,9 +43,40 @@ class _TypeHints:
         self.input = input_
         self.output = output
 
+    def __repr__(self) -> str:
+        return f"<input: {self.input}, output: {self.output}>"
 
-def _convert_to_hint(data: Any, hint: Any) -> Any:
-    """Turn the enforced input into what a ``predict`` type hint asks for (a subset of MLflow's rules)."""
+
+def predict_type_hints(python_model: Any) -> _TypeHints:
+    """The type hints of ``python_model.predict``'s input and return value, as MLflow reads them.
+
+    MLflow's loader asks a ``PythonModel`` for these to turn a DataFrame into a ``list[...]`` input.
+    """
+    import inspect
+    import typing
+
+    cached = getattr(python_model, "__dict__", {}).get("_predict_type_hints")
+    if cached is not None:
+        return cached
+    func = python_model.predict
+    try:
+        names = [n for n in inspect.signature(func).parameters if n != "self"]
+        hints = typing.get_type_hints(func)
+    except Exception:  # noqa: BLE001 - unresolvable hints mean "no hints", as in MLflow
+        return _TypeHints()
+    # MLflow's rule: ``context`` comes first when named so, or when there are two non-params args.
+    has_context = "context" in names or len([n for n in names if n != "params"]) == 2
+    index = 1 if has_context else 0
+    arg = names[index] if len(names) > index else None
+    return _TypeHints(hints.get(arg) if arg else None, hints.get("return"))
+
+
+def convert_to_hint(data: Any, hint: Any) -> Any:
+    """Turn the enforced input into what a ``predict`` type hint asks for (MLflow's rules, a subset).
+
+    A DataFrame becomes a list for ``list[...]`` hints: rows as records for ``list[dict]``, otherwise
+    the first column's values.
+    """
     import typing
 
     import numpy as np
@@ -48,9 +87,12 @@ def _convert_to_hint(data: Any, hint: Any) -> Any:
         return pd.DataFrame(data)
     if origin is list or hint is list:
         if isinstance(data, pd.DataFrame):
-            if len(data.columns) == 1:
-                return data.iloc[:, 0].tolist()
-            return data.to_dict(orient="records")
+            # As MLflow: list[dict] takes rows as records, any other list[...] the first column.
+            args = typing.get_args(hint)
+            element = (typing.get_origin(args[0]) or args[0]) if args else None
+            if element is dict and list(data.columns) != [0]:
+                return data.to_dict(orient="records")
+            return [v.tolist() if isinstance(v, np.ndarray) else v for v in data.iloc[:, 0].tolist()]
         if isinstance(data, (pd.Series, np.ndarray)):
             return data.tolist()
     return data
@@ -59,9 +101,9 @@ def _convert_to_hint(data: Any, hint: Any) -> Any:
 def _validate_model_input(args: tuple, kwargs: dict, index: int, type_hint: Any, param_name: str) -> tuple:
     """Stand-in for MLflow's wrapper helper: converts the model input to the hinted type."""
     if param_name in kwargs:
-        kwargs[param_name] = _convert_to_hint(kwargs[param_name], type_hint)
+        kwargs[param_name] = convert_to_hint(kwargs[param_name], type_hint)
     elif len(args) > index:
-        args = args[:index] + (_convert_to_hint(args[index], type_hint),) + args[index + 1 :]
+        args = args[:index] + (convert_to_hint(args[index], type_hint),) + args[index + 1 :]
     return args, kwargs
 
 
@@ -72,11 +114,73 @@ def _stand_ins() -> dict[tuple[str, str], Any]:
         ("mlflow.pyfunc.model", "PythonModel"): pyfunc.PythonModel,
         ("mlflow.pyfunc.model", "PythonModelContext"): pyfunc.PythonModelContext,
         ("mlflow.pyfunc", "PythonModel"): pyfunc.PythonModel,
+        ("mlflow.pyfunc", "PythonModelContext"): pyfunc.PythonModelContext,
         ("mlflow.pyfunc.utils.data_validation", "FuncInfo"): FuncInfo,
         ("mlflow.pyfunc.utils.data_validation", "_validate_model_input"): _validate_model_input,
         ("mlflow.models.signature", "_TypeHints"): _TypeHints,
         ("mlflow.exceptions", "MlflowException"): MlflowException,
     }
+
+
+def _is_mlflow(module: str) -> bool:
+    return module == "mlflow" or module.startswith("mlflow.")
+
+
+def _unmapped(qualname: str) -> UnsafeModelError:
+    return UnsafeModelError(
+        f"the model refers to {qualname}, an MLflow name modelfmt has no stand-in for; "
+        "load this model with MLflow, or re-save it without that name"
+    )
+
+
+class _ShimFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    """Serves ``mlflow`` and its submodules as modules holding only the stand-ins.
+
+    Installed only while unpickling a model whose own code (a ``code_paths`` module) does
+    ``import mlflow`` to subclass ``mlflow.pyfunc.PythonModel``; any other name is refused.
+    """
+
+    def __init__(self, mapping: dict) -> None:
+        self._mapping = mapping
+
+    def find_spec(self, fullname: str, path: Any = None, target: Any = None) -> Any:
+        return importlib.util.spec_from_loader(fullname, self, is_package=True) if _is_mlflow(fullname) else None
+
+    def create_module(self, spec: Any) -> None:
+        return None
+
+    def exec_module(self, module: Any) -> None:
+        mapping, fullname = self._mapping, module.__name__
+
+        def __getattr__(attr: str) -> Any:  # noqa: N807 - a module's PEP 562 hook
+            if attr.startswith("__"):
+                raise AttributeError(attr)
+            if (fullname, attr) in mapping:
+                return mapping[(fullname, attr)]
+            sub = f"{fullname}.{attr}"
+            if any(m == sub or m.startswith(sub + ".") for m, _ in mapping):
+                return importlib.import_module(sub)
+            raise _unmapped(sub)
+
+        module.__path__ = []
+        module.__getattr__ = __getattr__
+
+
+@contextlib.contextmanager
+def _mlflow_shim(mapping: dict) -> Iterator[None]:
+    """Let ``import mlflow...`` succeed with stand-ins for the duration of the block, then forget them."""
+    finder = _ShimFinder(mapping)
+    sys.meta_path.append(finder)
+    try:
+        yield
+    finally:
+        sys.meta_path.remove(finder)
+        # Modules imported meanwhile keep their references; the process must not see a fake mlflow.
+        for name in [n for n in sys.modules if _is_mlflow(n)]:
+            if isinstance(getattr(sys.modules[name], "__spec__", None), importlib.machinery.ModuleSpec) and (
+                sys.modules[name].__spec__.loader is finder
+            ):
+                del sys.modules[name]
 
 
 class _Unpickler(pickle.Unpickler):
@@ -85,15 +189,19 @@ class _Unpickler(pickle.Unpickler):
         self._mapping = mapping
 
     def find_class(self, module: str, name: str) -> Any:
-        if module == "mlflow" or module.startswith("mlflow."):
+        if _is_mlflow(module):
             try:
                 return self._mapping[(module, name)]
             except KeyError:
-                raise UnsafeModelError(
-                    f"the pickle refers to {module}.{name}, an MLflow name modelfmt has no stand-in for; "
-                    "load this model with MLflow, or re-save it without that class"
-                ) from None
-        return super().find_class(module, name)
+                raise _unmapped(f"{module}.{name}") from None
+        try:
+            return super().find_class(module, name)
+        except ModuleNotFoundError as e:
+            # The user's module (e.g. shipped with code_paths) imports mlflow, which is not installed.
+            if not (e.name and _is_mlflow(e.name)):
+                raise
+        with _mlflow_shim(self._mapping):
+            return super().find_class(module, name)
 
 
 def load_pickle(f: IO[bytes]) -> Any:

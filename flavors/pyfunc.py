@@ -43,6 +43,13 @@ class PythonModel:
         """Score ``model_input``; ``params`` are the checked inference params."""
         raise NotImplementedError
 
+    @property
+    def predict_type_hints(self) -> Any:
+        """``predict``'s input and output type hints; MLflow's loader reads them from a PythonModel."""
+        from flavors._mlflow_names import predict_type_hints
+
+        return predict_type_hints(self)
+
 
 class PyFuncModel:
     """A loaded model: ``predict`` checks input against the signature, then calls the flavor."""
@@ -192,8 +199,16 @@ class _PythonModelWrapper:
         self._takes_params = "params" in names or any(
             p.kind == p.VAR_KEYWORD for p in inspect.signature(python_model.predict).parameters.values()
         )
+        from flavors._mlflow_names import predict_type_hints
+
+        # As MLflow: a ``list[...]`` hint on the input turns the (enforced) DataFrame into a list.
+        self._input_hint = predict_type_hints(python_model).input
 
     def predict(self, data: Any, params: dict | None = None) -> Any:
+        if self._input_hint is not None:
+            from flavors._mlflow_names import convert_to_hint
+
+            data = convert_to_hint(data, self._input_hint)
         args = (self.context, data) if self._takes_context else (data,)
         if self._takes_params:
             return self.python_model.predict(*args, params=params)

@@ -100,6 +100,8 @@ def load_input_example(path: str, model: Model | None = None) -> Any:
             data = orjson.loads(f.read())
     except (OSError, orjson.JSONDecodeError) as e:
         raise ModelFormatError(f"cannot read the input example {fp!r}: {e}") from e
+    if info.get("params") and isinstance(data, dict) and "inputs" in data:
+        data = data["inputs"]  # MLflow stores an example given with params as {"inputs": ..., "params": ...}
     kind = info.get("type")
     if kind == "dataframe":
         import pandas as pd
