@@ -289,9 +289,10 @@ def run(
 
 # -- a server in a subprocess -------------------------------------------------------------------
 class ServerURL(str):
-    """The base URL of a running server (a ``str``), with its master ``pid`` and ``log_path``."""
+    """The base URL of a running server (a ``str``), with its master ``pid``, ``process`` and ``log_path``."""
 
     pid: int
+    process: subprocess.Popen
     log_path: str
 
 
@@ -339,9 +340,9 @@ def serving(
             _command(model_path, host, port, options), stdout=log, stderr=subprocess.STDOUT, env=env
         )
     url = ServerURL(f"http://{host}:{port}")
-    url.pid, url.log_path = proc.pid, log_path
+    url.pid, url.process, url.log_path = proc.pid, proc, log_path
     try:
-        _wait_ready(proc, url, startup_timeout, log_path)
+        wait_until_ready(proc, url, startup_timeout, log_path)
         yield url
     finally:
         stop_process(proc)
@@ -350,7 +351,8 @@ def serving(
                 os.remove(log_path)
 
 
-def _wait_ready(proc: subprocess.Popen, url: str, timeout: float, log_path: str) -> None:
+def wait_until_ready(proc: subprocess.Popen, url: str, timeout: float = 120.0, log_path: str | None = None) -> None:
+    """Wait until the server at ``url`` answers ``/ping`` with 200; :class:`DeployError` if ``proc`` exits first."""
     import urllib.error
     import urllib.request
 
@@ -371,7 +373,9 @@ def _wait_ready(proc: subprocess.Popen, url: str, timeout: float, log_path: str)
     raise DeployError(f"modelfmt serve did not answer /ping with 200 within {timeout:g}s (last status {status}):\n{_tail(log_path)}")
 
 
-def _tail(path: str, lines: int = 30) -> str:
+def _tail(path: str | None, lines: int = 30) -> str:
+    if not path:
+        return ""
     with contextlib.suppress(OSError), open(path, errors="replace") as f:
         return "".join(f.readlines()[-lines:])
     return ""

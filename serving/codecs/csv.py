@@ -29,4 +29,7 @@ def decode(body: bytes, schema: Any = None) -> tuple[Any, None]:
         raise PayloadError("the CSV body has no header row: send column names on the first line") from None
     except (pd.errors.ParserError, ValueError, UnicodeError) as e:
         raise PayloadError(f"the body is not valid CSV: {str(e).strip()}") from None
+    if not isinstance(df.index, pd.RangeIndex):
+        # pandas takes the extra leading fields of rows longer than the header as an index.
+        raise PayloadError("the body is not valid CSV: rows have more fields than the header has names")
     return conform_frame(df, plan), None

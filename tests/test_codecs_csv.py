@@ -1,0 +1,69 @@
+"""The CSV codec: a header row, then rows; no server."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from modelfmt.enforce import enforce_schema
+from modelfmt.errors import PayloadError, SchemaError
+from modelfmt.signature import ColSpec, Schema
+from serving.codecs import decode_request
+
+SCHEMA = Schema([ColSpec("double", "a"), ColSpec("float", "b"), ColSpec("string", "code")])
+
+
+def decode(text: str | bytes, schema=SCHEMA):
+    raw = text.encode() if isinstance(text, str) else text
+    data, params = decode_request(raw, "text/csv", schema)
+    assert params is None
+    return data
+
+
+def test_numbers_take_declared_types_and_strings_stay_strings():
+    df = decode("a,b,code\n1,0.1,007\n2.5,3,x\n")
+    assert df["a"].dtype == np.float64 and df["b"].dtype == np.float32
+    assert df["code"].tolist() == ["007", "x"]
+    enforce_schema(df, SCHEMA)
+
+
+def test_csv_with_charset_and_crlf():
+    data, _ = decode_request(b"a,b,code\r\n1,2,z\r\n", "text/csv; charset=utf-8", SCHEMA)
+    assert data.shape == (1, 3)
+
+
+def test_wrongly_typed_cell_is_named_by_enforcement():
+    df = decode("a,b,code\n1,abc,x\n")
+    with pytest.raises(SchemaError, match="'b'"):
+        enforce_schema(df, SCHEMA)
+
+
+def test_missing_column_is_named_by_enforcement():
+    df = decode("a,code\n1,x\n")
+    with pytest.raises(SchemaError, match="'b'"):
+        enforce_schema(df, SCHEMA)
+
+
+def test_without_schema():
+    df = decode("x,y\n1,2\n", None)
+    assert df.to_numpy().tolist() == [[1, 2]]
+
+
+@pytest.mark.parametrize(
+    "raw, match",
+    [
+        (b"\n\n", "no header"),
+        (b'a,b,code\n1,2,"unterminated\n', "not valid CSV"),
+        (b"a,b,code\n1,2,3,4,5\n", "not valid CSV"),
+        (b"a,b\n\xff\xfe,1\n", "UTF-8"),
+    ],
+)
+def test_unparseable_csv(raw, match):
+    with pytest.raises(PayloadError, match=match) as e:
+        decode(raw)
+    assert e.value.http_status == 400
+
+
+def test_empty_body():
+    with pytest.raises(PayloadError, match="empty"):
+        decode(b"")
