@@ -81,17 +81,15 @@ def convert_sklearn_to_onnx(
         raise ConversionError("the model has no input example to check the conversion on; pass data (--data FILE)")
     data = enforce_schema(data, schema)
     expected = _sklearn_output(estimator, predict_fn, data)
-    proto, used_dtype = _convert(estimator, schema, predict_fn, expected, dtype, target_opset)
-    got = _score_onnx(proto, data)
-    figures = compare(expected, got, rtol, atol)
-    figures.update(rows=_rows(data), input_dtype=used_dtype, data=source)
+    proto, got, figures = _convert_checked(estimator, schema, predict_fn, data, expected, dtype, target_opset, rtol, atol)
+    figures.update(rows=_rows(data), data=source)
     if not figures["passed"]:
         raise ConversionError(
             f"the ONNX conversion disagrees with the sklearn model beyond rtol={rtol:g}, atol={atol:g}: "
             f"max abs diff {figures['max_abs_diff']:.3g}, max rel diff {figures['max_rel_diff']:.3g}, "
             f"{figures['mismatched']} of {figures['values']} values outside the tolerance; nothing written"
         )
-    signature = ModelSignature(schema, infer_schema(got), meta.get_params_schema())
+    signature = ModelSignature(schema, _output_schema(got), meta.get_params_schema())
     metadata = dict(meta.metadata or {})
     metadata["onnx_conversion"] = {
         "from_flavor": "sklearn",
@@ -104,6 +102,17 @@ def convert_sklearn_to_onnx(
     return onnx_flavor.save_model(
         proto, out_path, signature=signature, input_example=example, metadata=metadata, overwrite=overwrite
     )
+
+
+def _output_schema(got: Any) -> Any:
+    """The output schema of the converted model's answers (class labels as a string column)."""
+    from modelfmt.errors import SchemaError
+    from modelfmt.infer import infer_schema
+
+    try:
+        return infer_schema(got.tolist() if got.dtype == object and got.ndim == 1 else got)
+    except SchemaError:
+        return None
 
 
 def _rows(data: Any) -> int:
@@ -132,27 +141,45 @@ def _sklearn_output(estimator: Any, predict_fn: str, data: Any) -> Any:
         raise ConversionError(f"the sklearn model fails on the check data: {type(e).__name__}: {e}") from e
 
 
-def _convert(estimator: Any, schema: Any, predict_fn: str, expected: Any, dtype: str, opset: int | None) -> tuple[Any, str]:
-    """The converted graph, trimmed to the output ``predict_fn`` gives, and the float width used."""
+def _widths(estimator: Any, dtype: str) -> list[str]:
+    """Float widths to try, best first. scikit-learn's trees compare float32 features, so tree models
+    agree exactly only with a float graph; everything else computes in double."""
+    if dtype != "auto":
+        return [dtype]
+    trees = any(type(p).__module__.startswith(("sklearn.tree", "sklearn.ensemble")) for p in _parts(estimator))
+    return ["float", "double"] if trees else ["double", "float"]
+
+
+def _convert_checked(
+    estimator: Any, schema: Any, predict_fn: str, data: Any, expected: Any, dtype: str, opset: int | None, rtol: float, atol: float
+) -> tuple[Any, Any, dict]:
+    """``(graph, its answers on data, check figures)`` for the first float width that converts, runs
+    in onnxruntime and agrees; else for the first that converts (its figures say it disagrees)."""
     unsupported = unsupported_estimators(estimator)
     if unsupported:
         raise ConversionError(
             f"skl2onnx has no converter for {', '.join(unsupported)} (in {_describe(estimator)}); "
             "register one with skl2onnx.update_registered_converter or keep the sklearn model"
         )
-    widths = ["double", "float"] if dtype == "auto" else [dtype]
+    first: tuple | None = None
     last: Exception | None = None
-    for width in widths:
+    for width in _widths(estimator, dtype):
         try:
-            proto = _skl2onnx(estimator, initial_types(schema, width), opset)
-            proto = _select_output(proto, predict_fn, expected)
-            _session(proto)  # some converters emit double graphs onnxruntime cannot run
-            return proto, width
+            proto = _select_output(_skl2onnx(estimator, initial_types(schema, width), opset), predict_fn, expected)
+            session = _session(proto)  # some converters emit double graphs onnxruntime cannot run
         except ConversionError:
             raise
         except Exception as e:  # noqa: BLE001 - skl2onnx and onnxruntime raise many unrelated types
             last = e
-    raise ConversionError(f"skl2onnx cannot convert {_describe(estimator)}: {type(last).__name__}: {_first_line(last)}")
+            continue
+        got = _score_onnx(session, data)
+        figures = {**compare(expected, got, rtol, atol), "input_dtype": width}
+        if figures["passed"]:
+            return proto, got, figures
+        first = first or (proto, got, figures)
+    if first is None:
+        raise ConversionError(f"skl2onnx cannot convert {_describe(estimator)}: {type(last).__name__}: {_first_line(last)}")
+    return first
 
 
 def _first_line(e: BaseException | None) -> str:
@@ -304,13 +331,13 @@ def _session(proto: Any) -> Any:
     return ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
 
 
-def _score_onnx(proto: Any, data: Any) -> Any:
+def _score_onnx(session: Any, data: Any) -> Any:
     import numpy as np
 
     from flavors.onnx import _OnnxWrapper
 
     try:
-        return np.asarray(_OnnxWrapper(_session(proto)).predict(data))
+        return np.asarray(_OnnxWrapper(session).predict(data))
     except Exception as e:  # noqa: BLE001 - onnxruntime's errors have no useful common base
         raise ConversionError(f"the converted model fails on the check data: {type(e).__name__}: {_first_line(e)}") from e
 
@@ -331,10 +358,12 @@ def compare(expected: Any, got: Any, rtol: float, atol: float) -> dict:
     if b.dtype.kind in "biuf" and a.dtype.kind in "biuf":
         b64, a64 = b.astype(np.float64), a.astype(np.float64)
         diff = np.abs(a64 - b64)
-        rel = diff / np.maximum(np.abs(b64), np.finfo(np.float64).tiny)
+        # Relative to sklearn's value, over the values that are not zero (where it is undefined).
+        nonzero = b64 != 0
+        rel = np.divide(diff, np.abs(b64), out=np.zeros_like(diff), where=nonzero)
         bad = int((~np.isclose(a64, b64, rtol=rtol, atol=atol, equal_nan=True)).sum())
         max_abs = float(np.nanmax(diff)) if diff.size else 0.0
-        max_rel = float(np.nanmax(np.where(diff == 0, 0.0, rel))) if diff.size else 0.0
+        max_rel = float(np.nanmax(rel)) if diff.size else 0.0
     else:
         bad = int((a.astype(str) != b.astype(str)).sum())
         max_abs = max_rel = 0.0 if bad == 0 else float("inf")

@@ -240,9 +240,15 @@ def _session(file: str, providers: Any, options: dict | None) -> Any:
 
     wanted = [tuple(p) if isinstance(p, list) else p for p in _normalise_providers(providers or DEFAULT_PROVIDERS)]
     available = set(ort.get_available_providers())
-    usable = [p for p in wanted if (p[0] if isinstance(p, tuple) else p) in available] or [CPU]
-    if len(usable) < len(wanted):
-        _log.warning("ONNX providers %s are not all available here (%s); using %s", wanted, sorted(available), usable)
+    present = [p for p in wanted if (p[0] if isinstance(p, tuple) else p) in available]
+    usable = present or [CPU]
+    if len(present) < len(wanted):
+        # A list ending in CPU (MLflow's default is CUDA then CPU) plans for this fallback: no warning.
+        planned = any((p[0] if isinstance(p, tuple) else p) == CPU for p in wanted)
+        _log.log(
+            logging.INFO if planned else logging.WARNING,
+            "ONNX providers %s are not all available here (%s); using %s", wanted, sorted(available), usable,
+        )
     so = _session_options(options)
     try:
         return ort.InferenceSession(file, sess_options=so, providers=usable)

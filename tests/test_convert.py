@@ -112,6 +112,21 @@ def test_string_columns_become_one_input_per_column(tmp_path):
     np.testing.assert_array_equal(pm.predict(df.head(30)), pipe.predict(df.head(30)))
 
 
+def test_tree_classifier_with_string_labels(tmp_path):
+    from sklearn.datasets import load_iris
+    from sklearn.ensemble import RandomForestClassifier
+
+    X, y = load_iris(return_X_y=True, as_frame=True)
+    labels = np.array(["setosa", "versicolor", "virginica"])[y]
+    clf = RandomForestClassifier(n_estimators=10, random_state=0).fit(X, labels)
+    sk_flavor.save_model(clf, str(tmp_path / "sk"), input_example=X.head(3))
+    meta = convert_sklearn_to_onnx(str(tmp_path / "sk"), str(tmp_path / "onnx"), data=X)
+    assert meta.metadata["onnx_conversion"]["input_dtype"] == "float"  # sklearn's trees compare float32
+    got = modelfmt.load_model(str(tmp_path / "onnx")).predict(X)
+    assert list(got) == list(clf.predict(X))
+    assert meta.get_output_schema().to_dict() == [{"type": "string", "required": True}]
+
+
 # -- refusals -----------------------------------------------------------------------------------
 def test_disagreement_beyond_tolerance_writes_nothing(sk_models, tmp_path):
     out = tmp_path / "strict"
