@@ -5,6 +5,7 @@ from __future__ import annotations
 import inspect
 import logging
 import os
+import pickle
 import shutil
 from typing import Any
 
@@ -113,8 +114,11 @@ def save_model(
         raise FlavorError(f"python_model must be a PythonModel, got {type(python_model).__name__}")
     with atomic_model_dir(path, overwrite) as tmp:
         saved_artifacts = _copy_artifacts(tmp, artifacts or {})
-        with open(os.path.join(tmp, PYTHON_MODEL_FILE), "wb") as f:
-            cloudpickle.dump(python_model, f)
+        try:
+            with open(os.path.join(tmp, PYTHON_MODEL_FILE), "wb") as f:
+                cloudpickle.dump(python_model, f)
+        except (pickle.PicklingError, TypeError, AttributeError) as e:
+            raise FlavorError(f"cannot serialise {type(python_model).__name__} with cloudpickle: {e}") from e
         code = copy_code_paths(tmp, code_paths)
 
         def _predict(example: Any) -> Any:
