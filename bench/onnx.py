@@ -2,7 +2,8 @@
 
 For an ElasticNet and a 100-tree RandomForest on the diabetes data, saves the sklearn model, converts
 it with ``modelfmt convert``'s function, and times ``load_model(path).predict(df)`` for one row and for
-1,000 rows: modelfmt in this process, MLflow 3 (``mlflow.pyfunc.load_model``) in a worker process of
+1,000 rows: modelfmt in this process (and, apart, the signature check ``enforce_schema`` that both
+modelfmt rows include), MLflow 3 (``mlflow.pyfunc.load_model``) in a worker process of
 its own venv loading the very same directories. Variants run round-robin, one round each in turn,
 so load from other processes on the machine falls on all of them alike; figures are medians over
 rounds of the per-call mean.
@@ -136,7 +137,10 @@ def main() -> None:
         worker = None
         if not args.no_mlflow and os.path.isfile(MLFLOW_PYTHON):
             worker = MlflowWorker(paths, os.path.join(base, "X.parquet"))
-        sides = ["modelfmt"] + (["mlflow"] if worker else [])
+        sides = ["modelfmt", "enforce"] + (["mlflow"] if worker else [])
+        from modelfmt.enforce import enforce_schema
+
+        schemas = {k: pm.metadata.get_input_schema() for k, pm in ours.items()}
         samples: dict = {}
         try:
             for r in range(args.rounds):
@@ -145,6 +149,11 @@ def main() -> None:
                         for side in sides:
                             if side == "modelfmt":
                                 t = time_calls(ours[key].predict, batches[batch], args.budget)
+                            elif side == "enforce":
+                                if key[1] != "onnx":
+                                    continue  # the same schema and the same check as the sklearn model's
+                                schema = schemas[key]
+                                t = time_calls(lambda d: enforce_schema(d, schema), batches[batch], args.budget)
                             else:
                                 t = worker.time(key, batch, args.budget)
                             samples.setdefault((side, key, batch), []).append(t)
@@ -158,8 +167,8 @@ def main() -> None:
 def report(samples: dict, sides: list, models: list, args: argparse.Namespace) -> None:
     med = {k: statistics.median(v) for k, v in samples.items()}
     print(f"\nmedian per-call latency of load_model(path).predict(df), {args.rounds} rounds of {args.budget}s per variant\n")
-    head = "| model | rows | modelfmt sklearn | modelfmt onnx | onnx / sklearn |"
-    line = "|---|---:|---:|---:|---:|"
+    head = "| model | rows | modelfmt sklearn | modelfmt onnx | onnx / sklearn | of which signature check |"
+    line = "|---|---:|---:|---:|---:|---:|"
     if "mlflow" in sides:
         head += " MLflow sklearn | MLflow onnx | modelfmt onnx / MLflow onnx |"
         line += "---:|---:|---:|"
@@ -168,7 +177,8 @@ def report(samples: dict, sides: list, models: list, args: argparse.Namespace) -
     for m in models:
         for batch in ("1", "1000"):
             sk, ox = med[("modelfmt", (m, "sklearn"), batch)], med[("modelfmt", (m, "onnx"), batch)]
-            row = f"| {m} | {batch} | {fmt(sk)} | {fmt(ox)} | {ox / sk:.2f} |"
+            check = med[("enforce", (m, "onnx"), batch)]
+            row = f"| {m} | {batch} | {fmt(sk)} | {fmt(ox)} | {ox / sk:.2f} | {fmt(check)} |"
             if "mlflow" in sides:
                 msk, mox = med[("mlflow", (m, "sklearn"), batch)], med[("mlflow", (m, "onnx"), batch)]
                 row += f" {fmt(msk)} | {fmt(mox)} | {ox / mox:.2f} |"

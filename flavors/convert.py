@@ -54,9 +54,7 @@ def convert_sklearn_to_onnx(
     """
     from flavors import onnx as onnx_flavor
     from flavors import sklearn as sk_flavor
-    from modelfmt.enforce import enforce_schema
-    from modelfmt.example import load_input_example
-    from modelfmt.infer import infer_schema
+    from modelfmt.environment import installed_version
     from modelfmt.signature import ModelSignature
 
     if dtype not in DTYPES:
@@ -68,18 +66,7 @@ def convert_sklearn_to_onnx(
         )
     estimator = sk_flavor.load_model(model_path, trusted_types=trusted_types)
     predict_fn = meta.flavors.get("python_function", {}).get("predict_fn") or "predict"
-    example = load_input_example(model_path, meta)
-    schema = meta.get_input_schema()
-    if schema is None:
-        if example is None:
-            raise ConversionError("the model has neither a signature nor an input example to take input types from")
-        schema = infer_schema(example)
-    source = "given" if data is not None else "input_example"
-    if data is None:
-        data = example
-    if data is None:
-        raise ConversionError("the model has no input example to check the conversion on; pass data (--data FILE)")
-    data = enforce_schema(data, schema)
+    schema, example, data, source = _check_data(model_path, meta, data)
     expected = _sklearn_output(estimator, predict_fn, data)
     proto, got, figures = _convert_checked(estimator, schema, predict_fn, data, expected, dtype, target_opset, rtol, atol)
     figures.update(rows=_rows(data), data=source)
@@ -96,7 +83,7 @@ def convert_sklearn_to_onnx(
         "from_model_uuid": meta.model_uuid,
         "estimator": _describe(estimator),
         "predict_fn": predict_fn,
-        "skl2onnx_version": _version("skl2onnx"),
+        "skl2onnx_version": installed_version("skl2onnx"),
         **figures,
     }
     return onnx_flavor.save_model(
@@ -121,10 +108,24 @@ def _rows(data: Any) -> int:
     return len(data)
 
 
-def _version(dist: str) -> str | None:
-    from modelfmt.environment import installed_version
+def _check_data(model_path: str, meta: Model, data: Any) -> tuple[Any, Any, Any, str]:
+    """``(input schema, input example, check data conformed to the schema, where the data came from)``."""
+    from modelfmt.enforce import enforce_schema
+    from modelfmt.example import load_input_example
+    from modelfmt.infer import infer_schema
 
-    return installed_version(dist)
+    example = load_input_example(model_path, meta)
+    schema = meta.get_input_schema()
+    if schema is None:
+        if example is None:
+            raise ConversionError("the model has neither a signature nor an input example to take input types from")
+        schema = infer_schema(example)
+    source = "given" if data is not None else "input_example"
+    if data is None:
+        data = example
+    if data is None:
+        raise ConversionError("the model has no input example to check the conversion on; pass data (--data FILE)")
+    return schema, example, enforce_schema(data, schema), source
 
 
 def _sklearn_output(estimator: Any, predict_fn: str, data: Any) -> Any:

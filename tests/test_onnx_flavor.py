@@ -262,3 +262,9 @@ def test_we_load_mlflows(mlflow_run, elasticnet):
     pm = modelfmt.load_model(theirs)
     np.testing.assert_allclose(pm.predict(X).ravel(), elasticnet.predict(X), rtol=1e-5)
     assert isinstance(onnx_flavor.load_model(theirs), onnx.ModelProto)
+
+
+def test_modelfmt_save_model_picks_the_onnx_flavor(en_proto, tmp_path):
+    modelfmt.save_model(en_proto, str(tmp_path / "auto"), onnx_session_options={"execution_mode": "sequential"})
+    meta = Model.load(str(tmp_path / "auto"))
+    assert "onnx" in meta.flavors and meta.flavors["onnx"]["onnx_session_options"] == {"execution_mode": "sequential"}
