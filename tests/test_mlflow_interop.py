@@ -263,6 +263,21 @@ def test_mlflow_sklearn_default_is_skops_and_loads_natively(interop, caplog):
     assert not [r for r in caplog.records if "other package versions" in r.getMessage()]
 
 
+def test_mlflow_skops_trust_list_is_not_trust_for_us(interop):
+    """MLflow honours skops_trusted_types from MLmodel; modelfmt wants the caller to name them."""
+    import modelfmt
+    from modelfmt import Model
+    from modelfmt.errors import UnsafeModelError
+    from modelfmt.example import load_input_example
+
+    path = interop["mlflow_dir"] / "sk_skops_untrusted"
+    assert Model.load(path).flavors["sklearn"]["skops_trusted_types"] == ["_operator.neg"]
+    with pytest.raises(UnsafeModelError, match=r"_operator\.neg"):
+        modelfmt.load_model(path)
+    model = modelfmt.load_model(path, trusted_types=["_operator.neg"])
+    _assert_same(_plain(model.predict(load_input_example(str(path)))), interop["expected"]["sk_skops_untrusted"])
+
+
 def test_mlflow_predict_proba_model(interop):
     from sklearn.linear_model import LogisticRegression
 

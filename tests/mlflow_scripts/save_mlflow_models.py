@@ -9,6 +9,7 @@ predictions on the model's input example (loaded back by MLflow), for modelfmt t
 from __future__ import annotations
 
 import json
+import operator
 import os
 import sys
 import time
@@ -25,7 +26,9 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from mlflow.models import infer_signature  # noqa: E402
 from sklearn.datasets import load_diabetes  # noqa: E402
-from sklearn.linear_model import ElasticNet, LogisticRegression  # noqa: E402
+from sklearn.linear_model import ElasticNet, LogisticRegression, Ridge  # noqa: E402
+from sklearn.pipeline import make_pipeline  # noqa: E402
+from sklearn.preprocessing import FunctionTransformer  # noqa: E402
 
 OUT = sys.argv[1]
 # Fixed requirements skip MLflow's requirement inference, which imports each model in a subprocess.
@@ -105,6 +108,11 @@ def save_all():
     # Default format (skops); pins like MLflow's own, mlflow included.
     mlflow.sklearn.save_model(enet, f"{OUT}/sk_skops", input_example=X.head(3), pip_requirements=_pins())
     saved["sk_skops"] = {}
+    # A skops model with a type outside skops' default trusted set, trusted by its MLmodel.
+    pipe = make_pipeline(FunctionTransformer(operator.neg), Ridge()).fit(X, y)
+    mlflow.sklearn.save_model(pipe, f"{OUT}/sk_skops_untrusted", input_example=X.head(2), pip_requirements=REQS,
+                              skops_trusted_types=["_operator.neg"])
+    saved["sk_skops_untrusted"] = {}
     logreg = LogisticRegression(max_iter=500).fit(X, y > y.median())
     mlflow.sklearn.save_model(
         logreg, f"{OUT}/sk_cloudpickle", serialization_format="cloudpickle",
