@@ -1,6 +1,6 @@
 """The `make demo` walk-through: train, save, load, score in-line, then serve and score over HTTP.
 
-Usage: python examples/demo.py [--alpha 0.05] [--l1-ratio 0.5] [--out build/demo-model]
+Usage: python examples/demo.py [--alpha 0.001] [--l1-ratio 0.5] [--out build/demo-model]
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from modelfmt.example import load_serving_input_example
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--alpha", type=float, default=0.05)
+    parser.add_argument("--alpha", type=float, default=0.001)
     parser.add_argument("--l1-ratio", type=float, default=0.5)
     parser.add_argument("--out", default="build/demo-model")
     args = parser.parse_args()
