@@ -133,11 +133,13 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as base:
         paths, big = build(base, args.trees)
         ours = {k: modelfmt.load_model(p) for k, p in paths.items()}
+        # The same ONNX models with onnxruntime on one intra-op thread (the knob for many server workers).
+        one_thread = {k: modelfmt.load_model(p, onnx_session_options={"intra_op_num_threads": 1}) for k, p in paths.items() if k[1] == "onnx"}
         batches = {"1": big.iloc[[0]], "1000": big}
         worker = None
         if not args.no_mlflow and os.path.isfile(MLFLOW_PYTHON):
             worker = MlflowWorker(paths, os.path.join(base, "X.parquet"))
-        sides = ["modelfmt", "enforce"] + (["mlflow"] if worker else [])
+        sides = ["modelfmt", "1thread", "enforce"] + (["mlflow"] if worker else [])
         from modelfmt.enforce import enforce_schema
 
         schemas = {k: pm.metadata.get_input_schema() for k, pm in ours.items()}
@@ -149,6 +151,10 @@ def main() -> None:
                         for side in sides:
                             if side == "modelfmt":
                                 t = time_calls(ours[key].predict, batches[batch], args.budget)
+                            elif side == "1thread":
+                                if key[1] != "onnx":
+                                    continue
+                                t = time_calls(one_thread[key].predict, batches[batch], args.budget)
                             elif side == "enforce":
                                 if key[1] != "onnx":
                                     continue  # the same schema and the same check as the sklearn model's
@@ -167,8 +173,8 @@ def main() -> None:
 def report(samples: dict, sides: list, models: list, args: argparse.Namespace) -> None:
     med = {k: statistics.median(v) for k, v in samples.items()}
     print(f"\nmedian per-call latency of load_model(path).predict(df), {args.rounds} rounds of {args.budget}s per variant\n")
-    head = "| model | rows | modelfmt sklearn | modelfmt onnx | onnx / sklearn | of which signature check |"
-    line = "|---|---:|---:|---:|---:|---:|"
+    head = "| model | rows | modelfmt sklearn | modelfmt onnx | onnx / sklearn | onnx, 1 thread | of which signature check |"
+    line = "|---|---:|---:|---:|---:|---:|---:|"
     if "mlflow" in sides:
         head += " MLflow sklearn | MLflow onnx | modelfmt onnx / MLflow onnx |"
         line += "---:|---:|---:|"
@@ -178,7 +184,8 @@ def report(samples: dict, sides: list, models: list, args: argparse.Namespace) -
         for batch in ("1", "1000"):
             sk, ox = med[("modelfmt", (m, "sklearn"), batch)], med[("modelfmt", (m, "onnx"), batch)]
             check = med[("enforce", (m, "onnx"), batch)]
-            row = f"| {m} | {batch} | {fmt(sk)} | {fmt(ox)} | {ox / sk:.2f} | {fmt(check)} |"
+            one = med[("1thread", (m, "onnx"), batch)]
+            row = f"| {m} | {batch} | {fmt(sk)} | {fmt(ox)} | {ox / sk:.2f} | {fmt(one)} | {fmt(check)} |"
             if "mlflow" in sides:
                 msk, mox = med[("mlflow", (m, "sklearn"), batch)], med[("mlflow", (m, "onnx"), batch)]
                 row += f" {fmt(msk)} | {fmt(mox)} | {ox / mox:.2f} |"

@@ -268,3 +268,13 @@ def test_modelfmt_save_model_picks_the_onnx_flavor(en_proto, tmp_path):
     modelfmt.save_model(en_proto, str(tmp_path / "auto"), onnx_session_options={"execution_mode": "sequential"})
     meta = Model.load(str(tmp_path / "auto"))
     assert "onnx" in meta.flavors and meta.flavors["onnx"]["onnx_session_options"] == {"execution_mode": "sequential"}
+
+
+def test_modelfmt_predict_feeds_json_tensors_to_a_graph_signature(en_onnx_path, elasticnet, diabetes):
+    X = diabetes[0].head(4)
+    body = json.dumps({"inputs": X.to_numpy().tolist()}).encode()
+    res = subprocess.run([sys.executable, "-m", "modelfmt", "predict", en_onnx_path, "-i", "-"], input=body, capture_output=True, timeout=120)
+    assert res.returncode == 0, res.stderr.decode()
+    got = np.asarray(json.loads(res.stdout)["predictions"])
+    assert got.shape == (4, 1)
+    np.testing.assert_allclose(got.ravel(), elasticnet.predict(X), rtol=1e-5)
