@@ -1,8 +1,11 @@
 """Load pickles that name MLflow classes, without MLflow: each known name maps to a stand-in here.
 
 An MLflow ``PythonModel`` pickle refers to ``mlflow.pyfunc.model.PythonModel`` as its base class and,
-since MLflow 3, to helpers that wrap ``predict`` with type-hint validation. Any other ``mlflow.*`` name
-is refused with an error naming it rather than importing MLflow.
+since MLflow 3, to helpers that wrap a type-hinted ``predict`` (``FuncInfo`` and
+``_validate_model_input`` from ``mlflow.pyfunc.utils.data_validation``, ``MlflowException``, and
+``mlflow.models.signature._TypeHints``). A model class in a ``code_paths`` module that does
+``import mlflow`` is imported with stand-in ``mlflow`` modules served only while unpickling. Any other
+``mlflow.*`` name is refused with an :class:`UnsafeModelError` naming it rather than importing MLflow.
 """
 
 from __future__ import annotations
@@ -10,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import importlib
 import importlib.abc
-import importlib.machinery
 import importlib.util
 import pickle
 import sys
@@ -24,6 +26,11 @@ class MlflowException(PredictionError):
 
     def __init__(self, message: Any = "", error_code: Any = None, **kwargs: Any) -> None:
         super().__init__(str(message))
+
+    @classmethod
+    def invalid_parameter_value(cls, message: Any, **kwargs: Any) -> "MlflowException":
+        """MLflow's shorthand constructor, used by its wrappers."""
+        return cls(message)
 
 
 class FuncInfo(NamedTuple):
@@ -177,9 +184,7 @@ def _mlflow_shim(mapping: dict) -> Iterator[None]:
         sys.meta_path.remove(finder)
         # Modules imported meanwhile keep their references; the process must not see a fake mlflow.
         for name in [n for n in sys.modules if _is_mlflow(n)]:
-            if isinstance(getattr(sys.modules[name], "__spec__", None), importlib.machinery.ModuleSpec) and (
-                sys.modules[name].__spec__.loader is finder
-            ):
+            if getattr(getattr(sys.modules[name], "__spec__", None), "loader", None) is finder:
                 del sys.modules[name]
 
 

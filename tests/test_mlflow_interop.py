@@ -33,6 +33,12 @@ MLFLOW_MODELS = ["sk_skops", "sk_cloudpickle", "pf_context", "pf_nocontext", "pf
 MLFLOW_PARAMS = {"pf_params": {"scale": 3.0}}
 
 
+@pytest.fixture(autouse=True)
+def _restore_sys_path(monkeypatch):
+    # Loading a model with code_paths puts its code/ directory on sys.path; keep that per test.
+    monkeypatch.setattr(sys, "path", list(sys.path))
+
+
 def _mlflow_env(pythonpath: str | None) -> dict:
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME")}
     env["MLFLOW_DISABLE_TELEMETRY"] = "true"
