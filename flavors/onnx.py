@@ -302,7 +302,7 @@ class _OnnxWrapper:
             if rank == 1 and len(df.columns) == 1:
                 return {name: self._cast(df.iloc[:, 0].to_numpy(), dtype)}
             arr = df.to_numpy()
-            if arr.dtype == object and len(df.columns) == 1 and dtype is not object:
+            if arr.dtype == object and len(df.columns) == 1 and dtype is not None and dtype.kind != "O":
                 # One column holding a tensor per row (e.g. from JSON lists): stack the rows.
                 arr = self._np.stack([self._np.asarray(v) for v in df.iloc[:, 0]])
             return {name: self._cast(arr, dtype)}

@@ -130,6 +130,8 @@ def test_predict_takes_arrays_lists_frames_and_dicts(en_onnx_path, elasticnet, d
     raw = pm._impl
     np.testing.assert_allclose(raw.predict(X).ravel(), want, rtol=1e-5)
     np.testing.assert_allclose(raw.predict(X.to_numpy()).ravel(), want, rtol=1e-5)
+    # One column holding a tensor per row, as a JSON list column arrives.
+    np.testing.assert_allclose(raw.predict(pd.DataFrame({"x": list(x32)})).ravel(), want, rtol=1e-5)
 
 
 def test_session_is_built_once_with_the_recorded_options(en_onnx_path):
