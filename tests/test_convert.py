@@ -220,21 +220,43 @@ def test_converted_model_over_http(converted, sk_models, diabetes):
 _MLFLOW_SCRIPT = r"""
 import json, sys
 import numpy as np, pandas as pd
-import mlflow.pyfunc
+import mlflow.pyfunc, mlflow.sklearn
+from sklearn.linear_model import ElasticNet
 args = json.loads(sys.argv[1])
 X = pd.DataFrame(args["X"]["data"], columns=args["X"]["columns"])
 out = {name: np.asarray(mlflow.pyfunc.load_model(p).predict(X)).ravel().tolist() for name, p in args["paths"].items()}
+model = ElasticNet(alpha=0.1).fit(X, np.arange(len(X), dtype=float))
+mlflow.sklearn.save_model(model, args["mlflow_path"], input_example=X.head(2))
+out["mlflow_sklearn"] = model.predict(X).tolist()
 print(json.dumps(out))
 """
 
 
-def test_mlflow_loads_converted_models(converted, sk_models, diabetes):
+@pytest.fixture(scope="module")
+def mlflow_run(converted, tmp_path_factory, diabetes):
+    """One MLflow subprocess: scores our converted models, and saves an sklearn model of its own."""
     if not os.path.isfile(MLFLOW_PYTHON):
         pytest.skip(f"no MLflow interpreter at {MLFLOW_PYTHON} (set MODELFMT_MLFLOW_PYTHON)")
     X = diabetes[0].iloc[:5]
-    args = {"X": {"columns": list(X.columns), "data": X.to_numpy().tolist()}, "paths": {n: converted[n][1] for n in ("en", "rf")}}
+    theirs = str(tmp_path_factory.mktemp("mlflow_sk") / "en")
+    args = {
+        "X": {"columns": list(X.columns), "data": X.to_numpy().tolist()},
+        "paths": {n: converted[n][1] for n in ("en", "rf")},
+        "mlflow_path": theirs,
+    }
     res = subprocess.run([MLFLOW_PYTHON, "-c", _MLFLOW_SCRIPT, json.dumps(args)], capture_output=True, timeout=240)
     assert res.returncode == 0, res.stderr.decode()[-3000:]
-    out = json.loads(res.stdout.decode().strip().splitlines()[-1])
+    return json.loads(res.stdout.decode().strip().splitlines()[-1]), theirs, X
+
+
+def test_mlflow_loads_converted_models(mlflow_run, sk_models):
+    out, _, X = mlflow_run
     for name in ("en", "rf"):
         np.testing.assert_allclose(out[name], _sklearn_answer(sk_models[name], X), rtol=1e-5)
+
+
+def test_converts_an_sklearn_model_saved_by_mlflow(mlflow_run, tmp_path):
+    out, theirs, X = mlflow_run
+    meta = convert_sklearn_to_onnx(theirs, str(tmp_path / "onnx"))
+    assert meta.metadata["onnx_conversion"]["passed"]
+    np.testing.assert_allclose(modelfmt.load_model(str(tmp_path / "onnx")).predict(X), out["mlflow_sklearn"], rtol=1e-6)
