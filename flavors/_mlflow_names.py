@@ -11,6 +11,7 @@ since MLflow 3, to helpers that wrap a type-hinted ``predict`` (``FuncInfo`` and
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib
 import importlib.abc
 import importlib.util
@@ -18,7 +19,7 @@ import pickle
 import sys
 from typing import IO, Any, Iterator, NamedTuple
 
-from modelfmt.errors import PredictionError, UnsafeModelError
+from modelfmt.errors import ModelFormatError, PredictionError, UnsafeModelError
 
 
 class MlflowException(PredictionError):
@@ -114,6 +115,37 @@ def _validate_model_input(args: tuple, kwargs: dict, index: int, type_hint: Any,
     return args, kwargs
 
 
+@functools.lru_cache(maxsize=None)
+def _function_python_model() -> type:
+    from flavors.pyfunc import PythonModel
+
+    class _FunctionPythonModel(PythonModel):
+        """Stand-in for MLflow's wrapper of a plain function saved as ``python_model``."""
+
+        @property
+        def predict_type_hints(self) -> _TypeHints:
+            cached = self.__dict__.get("_predict_type_hints")
+            return cached if cached is not None else predict_type_hints(self.func)
+
+        def predict(self, model_input: Any, params: dict | None = None) -> Any:
+            return self.func(model_input)
+
+    return _FunctionPythonModel
+
+
+# MLflow's compressions of python_model.pkl (``python_model_compression`` in MLmodel).
+_COMPRESSIONS = {"lzma": "lzma", "bzip2": "bz2", "gzip": "gzip"}
+
+
+def open_pickle_file(path: str, compression: str | None = None) -> IO[bytes]:
+    """Open ``path`` for reading, decompressing as MLflow's ``python_model_compression`` says."""
+    if not compression:
+        return open(path, "rb")
+    if compression not in _COMPRESSIONS:
+        raise ModelFormatError(f"unknown python_model_compression {compression!r} in MLmodel")
+    return importlib.import_module(_COMPRESSIONS[compression]).open(path, "rb")
+
+
 def _stand_ins() -> dict[tuple[str, str], Any]:
     from flavors import pyfunc
 
@@ -122,6 +154,7 @@ def _stand_ins() -> dict[tuple[str, str], Any]:
         ("mlflow.pyfunc.model", "PythonModelContext"): pyfunc.PythonModelContext,
         ("mlflow.pyfunc", "PythonModel"): pyfunc.PythonModel,
         ("mlflow.pyfunc", "PythonModelContext"): pyfunc.PythonModelContext,
+        ("mlflow.pyfunc.model", "_FunctionPythonModel"): _function_python_model(),
         ("mlflow.pyfunc.utils.data_validation", "FuncInfo"): FuncInfo,
         ("mlflow.pyfunc.utils.data_validation", "_validate_model_input"): _validate_model_input,
         ("mlflow.models.signature", "_TypeHints"): _TypeHints,

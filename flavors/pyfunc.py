@@ -219,11 +219,14 @@ class _PythonModelWrapper:
         return self.python_model.predict(*args)
 
 
-def _load_python_model(path: str, artifacts: dict, model_config: dict | None, pickle_file: str = PYTHON_MODEL_FILE) -> _PythonModelWrapper:
-    from flavors._mlflow_names import load_pickle
+def _load_python_model(
+    path: str, artifacts: dict, model_config: dict | None, pickle_file: str = PYTHON_MODEL_FILE,
+    compression: str | None = None,
+) -> _PythonModelWrapper:
+    from flavors._mlflow_names import load_pickle, open_pickle_file
 
     try:
-        with open(os.path.join(path, pickle_file), "rb") as f:
+        with open_pickle_file(os.path.join(path, pickle_file), compression) as f:
             python_model = load_pickle(f)
     except ModelfmtError:
         raise
@@ -241,6 +244,9 @@ def _load_python_model(path: str, artifacts: dict, model_config: dict | None, pi
 
 def _load_pyfunc(path: str, model: Model, **_: Any) -> _PythonModelWrapper:
     conf = model.flavor(PYFUNC_FLAVOR)
+    if conf.get("model_code_path"):
+        raise ModelFormatError("MLflow 'models from code' (model_code_path) are not supported; save the model object")
     return _load_python_model(
-        path, conf.get("artifacts") or {}, conf.get("model_config"), conf.get("python_model", PYTHON_MODEL_FILE)
+        path, conf.get("artifacts") or {}, conf.get("model_config"), conf.get("python_model", PYTHON_MODEL_FILE),
+        conf.get("python_model_compression"),
     )

@@ -29,7 +29,7 @@ if not os.path.exists(MLFLOW_PYTHON):
     pytest.skip(f"no MLflow venv at {MLFLOW_PYTHON} (make mlflow-venv)", allow_module_level=True)
 
 MLFLOW_MODELS = ["sk_skops", "sk_cloudpickle", "pf_context", "pf_nocontext", "pf_ndarray", "pf_typehint",
-                 "pf_params", "pf_code_paths"]
+                 "pf_params", "pf_code_paths", "pf_function", "pf_compressed"]
 MLFLOW_PARAMS = {"pf_params": {"scale": 3.0}}
 
 
@@ -359,6 +359,19 @@ def test_mlflow_code_paths_module_importing_mlflow_loads(interop):
     # The stand-in modules served to that code while loading do not outlive the load.
     assert not [m for m in sys.modules if m == "mlflow" or m.startswith("mlflow.")]
     assert importlib.util.find_spec("mlflow") is None
+
+
+def test_mlflow_compressed_and_function_models(interop):
+    from modelfmt import Model
+
+    base = interop["mlflow_dir"]
+    conf = Model.load(base / "pf_compressed").flavors["python_function"]
+    assert conf["python_model_compression"] == "lzma" and conf["python_model"].endswith(".xz")
+    import modelfmt
+
+    model = modelfmt.load_model(base / "pf_function")
+    assert model.predict(["ok"]) == ["OK?"]
+    assert type(model.unwrap_python_model()).__name__ == "_FunctionPythonModel"
 
 
 def test_unmappable_mlflow_name_is_refused_with_its_name(interop):

@@ -313,3 +313,32 @@ def test_one_warning_lists_version_mismatches(tmp_path, caplog):
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1, warnings
     assert "pandas (model: 1.0.0" in warnings[0] and "cloudpickle (model: 0.1.0" in warnings[0]
+
+
+def test_compressed_pickle_and_unknown_compression(tmp_path):
+    import lzma
+    import shutil
+
+    path = tmp_path / "m"
+    pyfunc.save_model(str(path), python_model=_no_context_model())
+    with open(path / "python_model.pkl", "rb") as src, lzma.open(path / "python_model.pkl.xz", "wb") as dst:
+        shutil.copyfileobj(src, dst)
+    os.remove(path / "python_model.pkl")
+    meta = Model.load(path)
+    meta.flavors["python_function"].update(python_model="python_model.pkl.xz", python_model_compression="lzma")
+    meta.save(path)
+    np.testing.assert_allclose(pyfunc.load_model(path).predict(FRAME), [101.0, 102.0, 103.0])
+    meta.flavors["python_function"]["python_model_compression"] = "zstd"
+    meta.save(path)
+    with pytest.raises(ModelFormatError, match="'zstd'"):
+        pyfunc.load_model(path)
+
+
+def test_models_from_code_are_refused_clearly(tmp_path):
+    path = tmp_path / "m"
+    pyfunc.save_model(str(path), python_model=_no_context_model())
+    meta = Model.load(path)
+    meta.flavors["python_function"]["model_code_path"] = "model.py"
+    meta.save(path)
+    with pytest.raises(ModelFormatError, match="models from code"):
+        pyfunc.load_model(path)

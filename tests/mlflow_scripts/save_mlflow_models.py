@@ -83,6 +83,10 @@ class HoldsMlflowObject(mlflow.pyfunc.PythonModel):
         return model_input
 
 
+def shout(model_input: list[str]) -> list[str]:
+    return [s.upper() + "?" for s in model_input]
+
+
 def _pins():
     import cloudpickle
     import skops
@@ -170,6 +174,15 @@ def save_all():
         code_paths=[f"{art}/src/mf_shipped_code.py"],
     )
     saved["pf_code_paths"] = {}
+    # A plain function as python_model (MLflow wraps it in _FunctionPythonModel), type-hinted.
+    mlflow.pyfunc.save_model(f"{OUT}/pf_function", python_model=shout, input_example=["x", "yz"], pip_requirements=REQS)
+    saved["pf_function"] = {}
+    # python_model.pkl compressed, as MLFLOW_LOG_MODEL_COMPRESSION asks.
+    os.environ["MLFLOW_LOG_MODEL_COMPRESSION"] = "lzma"
+    mlflow.pyfunc.save_model(f"{OUT}/pf_compressed", python_model=NoContext(), pip_requirements=REQS,
+                             input_example=pd.DataFrame({"a": [1.0, 2.0], "b": [10.0, 20.0]}))
+    del os.environ["MLFLOW_LOG_MODEL_COMPRESSION"]
+    saved["pf_compressed"] = {}
     mlflow.pyfunc.save_model(f"{OUT}/pf_unmappable", python_model=HoldsMlflowObject(), pip_requirements=REQS)
 
     expected = {name: _expected(f"{OUT}/{name}", params) for name, params in saved.items()}
