@@ -88,31 +88,44 @@ def wheel_from_installed(dest: str) -> str:
     from importlib import metadata
 
     dist = metadata.distribution("modelfmt")
-    files = [f for f in dist.files or [] if not _skip_installed(str(f))]
-    if not any(str(f).startswith("modelfmt/") for f in files):
+    data_dir = f"modelfmt-{dist.version}.data/data"
+    entries = {}
+    for f in dist.files or []:
+        name = _wheel_entry(str(f), str(f.locate()), data_dir)
+        if name:
+            entries[name] = f
+    if not any(name.startswith("modelfmt/") for name in entries):
         raise DeployError("the installed modelfmt has no package files to repack (an editable install?)")
-    info = next(str(f).split("/")[0] for f in files if ".dist-info/" in str(f))
+    info = next(name.split("/")[0] for name in entries if ".dist-info/" in name)
     path = os.path.join(dest, f"modelfmt-{dist.version}-py3-none-any.whl")
     record = []
     with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
-        for f in sorted(files, key=str):
-            data = f.read_binary() if hasattr(f, "read_binary") else open(f.locate(), "rb").read()
-            _write_entry(zf, str(f), data)
+        for name in sorted(entries):
+            with open(entries[name].locate(), "rb") as fh:
+                data = fh.read()
+            _write_entry(zf, name, data)
             digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
-            record.append(f"{f},sha256={digest},{len(data)}")
+            record.append(f"{name},sha256={digest},{len(data)}")
         record.append(f"{info}/RECORD,,")
         _write_entry(zf, f"{info}/RECORD", ("\n".join(record) + "\n").encode())
     return path
 
 
-def _skip_installed(name: str) -> bool:
+def _wheel_entry(name: str, located: str, data_dir: str) -> str | None:
+    """The name of an installed file inside the repacked wheel, or ``None`` to leave it out."""
     base = name.rsplit("/", 1)[-1]
-    return (
-        name.startswith("..")
-        or "__pycache__" in name
-        or name.endswith(".pyc")
-        or base in ("RECORD", "INSTALLER", "REQUESTED", "direct_url.json")
-    )
+    if "__pycache__" in name or name.endswith(".pyc"):
+        return None
+    if base in ("RECORD", "INSTALLER", "REQUESTED", "direct_url.json"):
+        return None  # written by the installer, not part of a wheel
+    if not name.startswith(".."):
+        return name
+    # Outside site-packages: data files (the Dockerfile template) go back under <name>.data/data;
+    # console scripts are left out, pip writes them again from entry_points.txt.
+    rel = os.path.relpath(os.path.abspath(located), sys.prefix)
+    if rel.startswith("..") or rel.split(os.sep)[0] in ("bin", "Scripts"):
+        return None
+    return f"{data_dir}/{rel.replace(os.sep, '/')}"
 
 
 def _write_entry(zf: zipfile.ZipFile, name: str, data: bytes) -> None:

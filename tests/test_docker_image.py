@@ -139,14 +139,19 @@ def test_installed_modelfmt_repacks_as_wheel(image):
     # The image holds a regular (non-editable) install: the path a pip-installed modelfmt takes.
     code = (
         "import zipfile; from serving.docker_wheels import source_tree, wheel_from_installed; "
+        "from serving.docker_context import Target, find_template, render_dockerfile; "
         "assert source_tree() is None; "
+        "assert find_template() == '/opt/modelfmt/share/modelfmt/Dockerfile.template', find_template(); "
+        "assert 'FROM python:3.12-slim AS deps' in render_dockerfile(Target('python:3.12-slim', '3.12')); "
         "print(sorted(zipfile.ZipFile(wheel_from_installed('/tmp')).namelist()))"
     )
     proc = _docker("run", "--rm", "--network", "none", "--entrypoint", "python", image, "-c", code)
     assert proc.returncode == 0, proc.stderr
     names = proc.stdout
-    for member in ("modelfmt/__init__.py", "serving/docker.py", "flavors/sklearn.py", "entry_points.txt", "RECORD"):
-        assert member in names
+    for member in ("'modelfmt/__init__.py'", "'serving/docker.py'", "'flavors/sklearn.py'", ".dist-info/entry_points.txt'",
+                   ".dist-info/RECORD'", ".data/data/share/modelfmt/Dockerfile.template'"):
+        assert member in names, names
+    assert "bin/modelfmt'" not in names
 
 
 def test_docker_stop_is_clean(image):
