@@ -36,6 +36,8 @@ _ORT_DTYPES = {
     "uint64": "uint64", "bool": "bool", "string": "object",
 }  # fmt: skip
 
+# A serialised ModelProto cannot exceed 2 GiB; bigger graphs are checked from their saved files.
+_PROTOBUF_LIMIT = 2**31
 _log = logging.getLogger(__name__)
 
 
@@ -66,7 +68,9 @@ def save_model(
     import onnx
 
     proto = _as_proto(onnx_model)
-    _check(proto)
+    large = proto.ByteSize() >= _PROTOBUF_LIMIT
+    if not large:
+        _check(proto)
     providers = _normalise_providers(onnx_execution_providers or DEFAULT_PROVIDERS)
     validate_session_options(onnx_session_options)
     if signature is None and input_example is None:
@@ -80,6 +84,8 @@ def save_model(
             )  # fmt: skip
         except (ValueError, OSError) as e:
             raise FlavorError(f"cannot write the ONNX model: {e}") from e
+        if large:
+            _check(file)  # over protobuf's 2 GiB limit the checker reads the file and its external data
         code = copy_code_paths(tmp, code_paths)
         model = Model().add_flavor(
             FLAVOR_NAME,
@@ -129,6 +135,7 @@ def _as_proto(onnx_model: Any) -> Any:
 
 
 def _check(proto: Any) -> None:
+    """``onnx.checker`` on a proto or a file path, its failure as a :class:`FlavorError`."""
     import onnx
 
     try:
