@@ -73,6 +73,8 @@ def _enforce_columns(data: Any, schema: Schema) -> Any:
             raise SchemaError(f"model expects {len(specs)} column(s), input has {len(df.columns)}")
         out = pd.DataFrame({c: _convert_column(df[c], s, str(c)) for c, s in zip(df.columns, specs)})
         return out
+    if _conforms(df, schema):
+        return df.copy(deep=False)  # already right (e.g. built by the server's codecs): skip the rebuild
     df.columns = [str(c) for c in df.columns]
     missing = [s.name for s in schema.inputs if s.required and s.name not in df.columns]
     if missing:
@@ -82,6 +84,18 @@ def _enforce_columns(data: Any, schema: Schema) -> Any:
         )
     present = [s for s in schema.inputs if s.name in df.columns]
     return pd.DataFrame({s.name: _convert_column(df[s.name], s, s.name) for s in present}, index=df.index)
+
+
+_PLAIN_DTYPES = (DataType.boolean, DataType.integer, DataType.long, DataType.float, DataType.double)
+
+
+def _conforms(df: Any, schema: Schema) -> bool:
+    """True when ``df`` has exactly the schema's columns, in order, each already in its numeric/bool dtype."""
+    if list(df.columns) != schema.input_names():
+        return False
+    return all(
+        s.type in _PLAIN_DTYPES and dtype == s.type.to_numpy() for s, dtype in zip(schema.inputs, df.dtypes.tolist())
+    )
 
 
 def _incompatible(name: str, expected: str, found: Any, why: str = "") -> SchemaError:
