@@ -158,7 +158,7 @@ def _gunicorn_options(
         "bind": f"{host}:{port}",
         "workers": workers,
         "threads": threads,
-        "worker_class": "gthread" if threads > 1 else "sync",
+        "worker_class": os.environ.get("MODELFMT_WORKER_CLASS") or ("gthread" if threads > 1 else "sync"),
         # gunicorn's own heartbeat kill is the backstop behind our 504: it must come later.
         "timeout": int(timeout) + 30,
         "graceful_timeout": int(timeout) + 5,
@@ -180,6 +180,12 @@ def _post_worker_init(worker: Any) -> None:
     _WORKER = worker
     # Ctrl-C reaches the whole process group: a worker finishes its request instead of dropping it.
     signal.signal(signal.SIGINT, worker.handle_exit)
+    # The model and libraries are loaded for good: keep them out of every future garbage collection,
+    # which would otherwise walk them all and show up as latency spikes.
+    import gc
+
+    gc.collect()
+    gc.freeze()
 
 
 def _child_exit(server: Any, worker: Any) -> None:

@@ -52,6 +52,15 @@ class Plan:
             elif spec.type == DataType.string:
                 self.strings.add(key)
         self.numeric = all(s.type in _NUMERIC for s in schema.inputs)
+        self._index: Any = None  # the column names as a pandas Index, built on first use
+
+    def column_index(self) -> Any:
+        """``names`` as a pandas Index, built once: frames in schema order share it."""
+        if self._index is None:
+            import pandas as pd
+
+            self._index = pd.Index(self.names)
+        return self._index
 
     def column_dtype(self, name: Any, position: int) -> Any:
         """The numpy dtype declared for a column (by name, or by position in an unnamed schema)."""
@@ -162,9 +171,15 @@ def _numeric_frame(rows: list, columns: list, index: Any, plan: Plan) -> Any:
         return None
     if arr.ndim != 2 or arr.shape[1] != len(columns) or arr.dtype.kind not in "if":
         return None
+    if columns != plan.names and len(columns) == len(plan.names) and set(columns) == set(plan.names):
+        # Same columns in another order: put them in schema order, so enforcement has nothing to redo.
+        arr = arr[:, [columns.index(n) for n in plan.names]]
+        columns = plan.names
     dtypes = [plan.column_dtype(c, i) for i, c in enumerate(columns)]
     if any(d is None for d in dtypes):
         return None  # a column the schema does not know: the general path keeps it as it came
+    if columns == plan.names:
+        columns = plan.column_index()
     if arr.dtype.kind == "f" and any(d.kind in "iu" for d in dtypes) and arr.size and np.abs(arr).max() > _EXACT_FLOAT_INT:
         return None  # big integers mixed with doubles were already rounded by numpy: read them one by one
     if len(set(dtypes)) == 1:
