@@ -15,6 +15,7 @@ import pytest
 from modelfmt.errors import DeployError
 from serving import docker_context, docker_wheels
 from serving.docker import generate_dockerfile, resolve_target
+from test_docker_image import docker_ready  # noqa: F401 - the fixture: dockerd and the base image
 
 BASE_IMAGE = os.environ.get("MODELFMT_TEST_BASE_IMAGE", "modelfmt-base:bookworm")
 
@@ -51,6 +52,7 @@ def test_target_needs_a_python_version_for_unknown_images():
     assert docker_context.target_from_tag("example.com/some/image:1.0", "3.11").python_version == "3.11"
 
 
+@pytest.mark.usefixtures("docker_ready")
 def test_probed_target_of_local_base_image(sklearn_model_path):
     target = resolve_target(sklearn_model_path, BASE_IMAGE)
     assert target.python_version == "3.11" and target.glibc == (2, 36)
@@ -114,6 +116,7 @@ def test_modelfmt_wheel_is_reproducible(tmp_path):
         assert fa.read() == fb.read()
 
 
+@pytest.mark.usefixtures("docker_ready")
 def test_generated_context(sklearn_model_path, tmp_path):
     out = tmp_path / "ctx"
     generate_dockerfile(sklearn_model_path, str(out), BASE_IMAGE)
