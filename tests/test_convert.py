@@ -226,7 +226,7 @@ args = json.loads(sys.argv[1])
 X = pd.DataFrame(args["X"]["data"], columns=args["X"]["columns"])
 out = {name: np.asarray(mlflow.pyfunc.load_model(p).predict(X)).ravel().tolist() for name, p in args["paths"].items()}
 model = ElasticNet(alpha=0.1).fit(X, np.arange(len(X), dtype=float))
-mlflow.sklearn.save_model(model, args["mlflow_path"], input_example=X.head(2))
+mlflow.sklearn.save_model(model, args["mlflow_path"], input_example=X.head(2), pip_requirements=["scikit-learn"])
 out["mlflow_sklearn"] = model.predict(X).tolist()
 print(json.dumps(out))
 """

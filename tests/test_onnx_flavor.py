@@ -224,7 +224,8 @@ out = {"ours": {}}
 for name, path in args["ours"].items():
     out["ours"][name] = np.asarray(mlflow.pyfunc.load_model(path).predict(X)).ravel().tolist()
     out["ours_native_" + name] = type(mlflow.onnx.load_model(path)).__name__
-mlflow.onnx.save_model(onnx.load(args["proto"]), args["mlflow_path"], input_example=X.head(2))
+mlflow.onnx.save_model(onnx.load(args["proto"]), args["mlflow_path"], input_example=X.head(2), pip_requirements=["onnx", "onnxruntime"])
+mlflow.onnx.save_model(onnx.load(args["big_proto"]), args["mlflow_big_path"], pip_requirements=["onnx", "onnxruntime"])
 print(json.dumps(out))
 """
 
@@ -239,12 +240,16 @@ def mlflow_run(en_proto, en_onnx_path, tmp_path_factory, diabetes):
     onnx_flavor.save_model(en_proto, ours_ex, input_example=diabetes[0].head(3))
     proto_file = str(base / "en.onnx")
     onnx.save_model(en_proto, proto_file)
+    big_file = str(base / "big.onnx")
+    onnx.save_model(_two_input_graph(big=True), big_file)
     X = diabetes[0].head(6)
     args = {
         "X": {"columns": list(X.columns), "data": X.to_numpy().tolist()},
         "ours": {"column_signature": ours_ex},
         "proto": proto_file,
         "mlflow_path": str(base / "theirs"),
+        "big_proto": big_file,
+        "mlflow_big_path": str(base / "theirs_big"),
     }
     res = subprocess.run([MLFLOW_PYTHON, "-c", _MLFLOW_SCRIPT, json.dumps(args)], capture_output=True, timeout=240)
     assert res.returncode == 0, res.stderr.decode()[-3000:]
@@ -280,3 +285,10 @@ def test_modelfmt_predict_feeds_json_tensors_to_a_graph_signature(en_onnx_path, 
     got = np.asarray(json.loads(res.stdout)["predictions"])
     assert got.shape == (4, 1)
     np.testing.assert_allclose(got.ravel(), elasticnet.predict(X), rtol=1e-5)
+
+
+def test_we_load_mlflows_external_data(mlflow_run):
+    theirs_big = os.path.join(os.path.dirname(mlflow_run[1]), "theirs_big")
+    assert [f for f in os.listdir(theirs_big) if f not in ("MLmodel", "model.onnx", "conda.yaml", "python_env.yaml", "requirements.txt")]
+    out = modelfmt.load_model(theirs_big).predict({"a": np.array([[1.0]], np.float32), "b": np.array([[2.0]], np.float32)})
+    assert out["wide"].shape == (1, 512) and float(out["wide"].sum()) == 3.0 * 512
