@@ -134,7 +134,7 @@ def test_predict_takes_arrays_lists_frames_and_dicts(en_onnx_path, elasticnet, d
     np.testing.assert_allclose(raw.predict(pd.DataFrame({"x": list(x32)})).ravel(), want, rtol=1e-5)
 
 
-def test_session_is_built_once_with_the_recorded_options(en_onnx_path):
+def test_session_takes_the_recorded_options_and_load_overrides(en_onnx_path):
     pm = modelfmt.load_model(en_onnx_path)
     session = pm.get_raw_model()
     assert type(session).__name__ == "InferenceSession"
