@@ -173,4 +173,5 @@ def build_docker_command(
         )
     except ModelfmtError as e:
         raise click.ClickException(e.message) from None
-    click.echo(f"built {tag}; run it with: docker run --rm -p 8080:8080 {tag}")
+    size = docker_cli.image_config(tag).get("Size", 0) / 1e6
+    click.echo(f"built {tag} ({size:.0f} MB); run it with: docker run --rm -p 8080:8080 {tag}")
