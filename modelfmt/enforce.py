@@ -75,7 +75,8 @@ def _enforce_columns(data: Any, schema: Schema) -> Any:
         return out
     if _conforms(df, schema):
         return df.copy(deep=False)  # already right (e.g. built by the server's codecs): skip the rebuild
-    df.columns = [str(c) for c in df.columns]
+    if not all(isinstance(c, str) for c in df.columns):
+        df = df.rename(columns=str)  # a copy: the caller's frame keeps its labels
     missing = [s.name for s in schema.inputs if s.required and s.name not in df.columns]
     if missing:
         raise SchemaError(

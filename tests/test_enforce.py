@@ -113,3 +113,10 @@ def test_params_checked_and_defaults_filled():
 
 def test_params_ignored_without_schema():
     assert enforce_params({"k": 1}, None) is None
+
+
+def test_callers_frame_is_not_changed():
+    schema = Schema([ColSpec("double", "0"), ColSpec("double", "1")])
+    df = pd.DataFrame(np.ones((2, 2)))
+    enforce_schema(df, schema)
+    assert list(df.columns) == [0, 1]
