@@ -115,6 +115,7 @@ def main() -> None:
     from serving.docker import generate_dockerfile
 
     docker_cli.check_daemon()
+    dangling_before = _dangling()
     with tempfile.TemporaryDirectory(prefix="bench-docker-") as tmp:
         a, b = _save_models(tmp)
         wheel = docker_wheels.modelfmt_wheel(os.path.join(tmp, "wheel"))
@@ -147,7 +148,15 @@ def main() -> None:
     print("|---|---|---|")
     for key, value in ours.items():
         print(f"| {key} | {value} | {'n/a' if mlflow is None else mlflow[0][key]} |")
+    # The bench's images, and the stage images its --no-cache builds left untagged.
     subprocess.run(["docker", "image", "rm", "modelfmt-bench:a", "modelfmt-bench:b"], capture_output=True, check=False)
+    for image_id in _dangling() - dangling_before:
+        subprocess.run(["docker", "image", "rm", image_id], capture_output=True, check=False)
+
+
+def _dangling() -> set[str]:
+    out = subprocess.run(["docker", "images", "-q", "-f", "dangling=true"], capture_output=True, text=True, check=False)
+    return set(out.stdout.split())
 
 
 if __name__ == "__main__":

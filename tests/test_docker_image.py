@@ -48,11 +48,19 @@ def modelfmt_wheel(tmp_path_factory):
     return docker_wheels.modelfmt_wheel(str(tmp_path_factory.mktemp("wheel")))
 
 
+def _build(model: str, tag: str, wheel: str) -> str:
+    """Build ``tag`` (a fixed name: the layer cache carries over between runs), then drop the image it
+    replaced, so repeated runs do not pile up model layers."""
+    before = _docker("image", "inspect", "-f", "{{.Id}}", tag).stdout.strip()
+    build_docker(model, tag, BASE_IMAGE, modelfmt_wheel=wheel)
+    if before and before != _docker("image", "inspect", "-f", "{{.Id}}", tag).stdout.strip():
+        _docker("image", "rm", before)
+    return tag
+
+
 @pytest.fixture(scope="module")
 def image(docker_ready, sklearn_model_path, modelfmt_wheel):
-    tag = "modelfmt-test-sklearn:latest"  # fixed tags keep the layer cache between runs
-    build_docker(sklearn_model_path, tag, BASE_IMAGE, modelfmt_wheel=modelfmt_wheel)
-    return tag
+    return _build(sklearn_model_path, "modelfmt-test-sklearn:latest", modelfmt_wheel)
 
 
 @pytest.fixture(scope="module")
@@ -179,8 +187,7 @@ def test_model_only_rebuild_reuses_dependency_layers(image, sklearn_model_path, 
     X, y = diabetes
     other = str(tmp_path / "ridge")
     sk_flavor.save_model(Ridge(alpha=2.0).fit(X, y), other, input_example=X.head(3))
-    tag = "modelfmt-test-ridge:latest"
-    build_docker(other, tag, BASE_IMAGE, modelfmt_wheel=modelfmt_wheel)
+    tag = _build(other, "modelfmt-test-ridge:latest", modelfmt_wheel)
     first = docker_cli.image_config(image)["RootFS"]["Layers"]
     second = docker_cli.image_config(tag)["RootFS"]["Layers"]
     # Same base, user, venv, modelfmt and entrypoint layers; only the model layer differs.
