@@ -36,8 +36,8 @@ def _size_option(ctx: click.Context, param: click.Parameter, value: str) -> int:
 @click.option("--port", default=5001, show_default=True, type=click.IntRange(0, 65535), envvar="MODELFMT_PORT")
 @click.option("--workers", type=click.IntRange(1), envvar="MODELFMT_WORKERS",
               help="Worker processes, each with its own copy of the model.  [default: cores, at most 4]")
-@click.option("--threads", default=1, show_default=True, type=click.IntRange(1), envvar="MODELFMT_THREADS",
-              help="Threads per worker (more than 1 switches to gunicorn's gthread worker, with keep-alive).")
+@click.option("--threads", default=2, show_default=True, type=click.IntRange(1), envvar="MODELFMT_THREADS",
+              help="Threads per worker: 2 or more run gunicorn's gthread worker (keep-alive), 1 its sync worker.")
 @click.option("--timeout", default=60.0, show_default=True, type=click.FloatRange(0.1), envvar="MODELFMT_TIMEOUT",
               help="Seconds a request may run; past it the answer is 504 and the worker is replaced.")
 @click.option("--max-body-size", default="100MiB", show_default=True, callback=_size_option,

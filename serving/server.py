@@ -158,7 +158,7 @@ def _gunicorn_options(
         "bind": f"{host}:{port}",
         "workers": workers,
         "threads": threads,
-        "worker_class": os.environ.get("MODELFMT_WORKER_CLASS") or ("gthread" if threads > 1 else "sync"),
+        "worker_class": "gthread" if threads > 1 else "sync",
         # gunicorn's own heartbeat kill is the backstop behind our 504: it must come later.
         "timeout": int(timeout) + 30,
         "graceful_timeout": int(timeout) + 5,
@@ -261,13 +261,38 @@ def _metrics_dir() -> str | None:
     return path
 
 
+# Flavors whose model objects are plain Python and numpy, safe to unpickle before fork (no sessions,
+# threads or JVMs). Their libraries are then imported once, in the master, not once per worker.
+_FORK_SAFE_LOADERS = {"mlflow.sklearn", "flavors.sklearn"}
+
+
+def _preload(model_path: str) -> None:
+    """Import, in the master, what every worker would import: workers fork with it and start fast."""
+    import numpy  # noqa: F401
+    import pandas  # noqa: F401
+    import prometheus_client  # noqa: F401  (after _metrics_dir: it reads PROMETHEUS_MULTIPROC_DIR on import)
+
+    import serving.app  # noqa: F401
+    import serving.codecs  # noqa: F401
+    from modelfmt.model import PYFUNC_FLAVOR, Model
+
+    try:
+        meta = Model.load(model_path)
+        if meta.flavors.get(PYFUNC_FLAVOR, {}).get("loader_module") in _FORK_SAFE_LOADERS:
+            from flavors.pyfunc import load_model
+
+            load_model(model_path)  # for its imports only; each worker loads its own copy
+    except Exception as e:  # noqa: BLE001 - a worker will load the model and report the problem properly
+        _log.debug("preloading %s failed: %s", model_path, e)
+
+
 def run(
     model_path: str,
     *,
     host: str = DEFAULT_HOST,
     port: int = DEFAULT_PORT,
     workers: int | None = None,
-    threads: int = 1,
+    threads: int = 2,
     timeout: float = DEFAULT_TIMEOUT,
     max_body_size: int | None = None,
     debug: bool = False,
@@ -277,13 +302,7 @@ def run(
 
     _configure_logging(debug)
     created = _metrics_dir()
-    # Imported once here, inherited by every worker: a replacement worker only loads the model.
-    import numpy  # noqa: F401
-    import pandas  # noqa: F401
-
-    import serving.app  # noqa: F401
-    import serving.codecs  # noqa: F401
-
+    _preload(model_path)
     options = _gunicorn_options(host, port, workers or default_workers(), threads, timeout, debug)
     app_options = {"max_body_size": max_body_size or DEFAULT_MAX_BODY_SIZE, "debug": debug}
     try:

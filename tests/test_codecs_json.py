@@ -254,3 +254,28 @@ def test_split_round_trip_matches_pandas(rows):
     want = pd.DataFrame(rows, columns=["a", "b"]).astype(np.float64)
     pd.testing.assert_frame_equal(df, want)
     assert answer(df) == want.to_dict(orient="records")
+
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats(allow_nan=False) | st.text(max_size=5),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.sampled_from(["a", "b", "x", "data", "columns", "index"]), inner, max_size=4),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.sampled_from(["dataframe_split", "dataframe_records", "instances", "inputs"]),
+    JSON_VALUES,
+    st.sampled_from([DOUBLES, COLS, Schema([TensorSpec("float32", (-1, 2))]), None]),
+)
+def test_any_json_is_model_input_or_a_clear_error(key, value, schema):
+    """Whatever JSON arrives under a format key, decoding and enforcement end in data or in our own error
+    (a 400), never in an exception the server would have to answer with 500."""
+    from modelfmt.errors import ModelfmtError
+
+    try:
+        data, _ = decode({key: value}, schema)
+        enforce_schema(data, schema)
+    except ModelfmtError as e:
+        assert e.http_status == 400 and e.message

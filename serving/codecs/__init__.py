@@ -75,7 +75,11 @@ def decode_request(body: bytes, content_type: str | None, schema: Any = None) ->
         )
     if not body:
         raise PayloadError("the request body is empty; send the model input as JSON or CSV")
-    return decoder(body, schema)
+    try:
+        return decoder(body, schema)
+    except (ValueError, TypeError, KeyError, IndexError, OverflowError) as e:
+        # A shape of input the codecs did not foresee is still the request's fault, never a 500.
+        raise PayloadError(f"cannot read the body as model input: {type(e).__name__}: {e}") from None
 
 
 def encode_predictions(predictions: Any) -> bytes:
