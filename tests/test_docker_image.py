@@ -124,9 +124,28 @@ def test_scores_like_inline_predictions(container, sklearn_model_path, diabetes)
     assert bad.status_code == 400
 
 
+# Every process in the container as (pid, uid, argv[2]) from /proc (the image has no ps).
+_PROCS = (
+    "import os, json; out = []\n"
+    "for p in filter(str.isdigit, os.listdir('/proc')):\n"
+    "    try:\n"
+    "        argv = open(f'/proc/{p}/cmdline', 'rb').read().split(b'\\0')\n"
+    "        uid = next(ln.split()[1] for ln in open(f'/proc/{p}/status') if ln.startswith('Uid:'))\n"
+    "    except OSError:\n"
+    "        continue\n"
+    "    out.append([int(p), uid, argv[2].decode() if len(argv) > 2 else ''])\n"
+    "print(json.dumps(out))"
+)
+
+
 def test_runs_as_non_root_and_healthy(container, image):
     name, _ = container
     assert _docker("exec", name, "id", "-u").stdout.strip() == "10001"
+    procs = json.loads(_docker("exec", name, "python", "-c", _PROCS).stdout)
+    serve = [p for p in procs if p[2] == "serve"]
+    # The server is PID 1 (it gets docker stop's SIGTERM), with MODELFMT_WORKERS=2 workers.
+    assert 1 in [p[0] for p in serve] and len(serve) == 3, procs
+    assert all(uid == "10001" for _, uid, _ in procs), procs
     assert docker_cli.image_config(image)["Config"]["User"] == "10001:10001"
     deadline = time.monotonic() + 60
     while (status := _docker("inspect", "-f", "{{.State.Health.Status}}", name).stdout.strip()) != "healthy":
