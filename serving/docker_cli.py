@@ -40,6 +40,8 @@ def check_daemon() -> str:
     proc = _run(["version", "--format", "{{.Server.Version}}"], timeout=30)
     if proc.returncode != 0 or not proc.stdout.strip():
         reason = _first_error_line(proc.stderr) or "no answer"
+        if reason.startswith("Cannot connect to the Docker daemon"):
+            reason = "nothing answers there"  # docker's own sentence repeats the address
         where = os.environ.get("DOCKER_HOST") or "the default socket"
         raise DeployError(
             f"cannot reach the Docker daemon at {where} ({reason}); start dockerd "
