@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import sys
 
 import click
 
@@ -52,7 +53,8 @@ def serve(model: str, host: str, port: int, workers: int | None, threads: int, t
     try:
         Model.load(model)  # a wrong path fails here, in one line, before any worker starts
     except ModelfmtError as e:
-        raise click.ClickException(str(e)) from None
+        click.echo(f"modelfmt: error: {e}", err=True)
+        sys.exit(2)
     from serving.server import run
 
     run(model, host=host, port=port, workers=workers, threads=threads, timeout=timeout,

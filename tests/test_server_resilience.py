@@ -186,3 +186,19 @@ def test_env_configured_server_debug_timeout_and_sigterm(servers, env_server):
     with open(log_path) as f:
         log = f.read()
     assert "past the timeout of 2s" in log and '"POST /invocations HTTP/1.1" 200' in log
+
+
+def test_missing_or_broken_model_fails_fast_with_one_clear_line(tmp_path, sklearn_model_path):
+    out = subprocess.run([sys.executable, "-m", "modelfmt", "serve", str(tmp_path / "nope")], capture_output=True, timeout=60)
+    assert out.returncode == 2 and out.stderr.decode().startswith("modelfmt: error:") and b"MLmodel" in out.stderr
+    import shutil
+
+    broken = tmp_path / "broken"
+    shutil.copytree(sklearn_model_path, broken)
+    os.remove(broken / "model.pkl")
+    out = subprocess.run(
+        [sys.executable, "-m", "modelfmt", "serve", str(broken), "--port", str(free_port()), "--workers", "1"],
+        capture_output=True, timeout=120,
+    )
+    assert out.returncode != 0
+    assert b"cannot load the model" in out.stderr and b"model.pkl" in out.stderr
