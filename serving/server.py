@@ -20,134 +20,23 @@ import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from typing import Any, Callable, Iterator
 
 from modelfmt.errors import DeployError
+from serving import timeouts
+from serving.timeouts import TimeoutGuard
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 5001
 DEFAULT_TIMEOUT = 60.0
 ACCESS_LOG_FORMAT = '%(t)s %(h)s "%(r)s" %(s)s %(B)s %(M)sms'
 _log = logging.getLogger("modelfmt.serving")
-_WORKER: Any = None  # this process's gunicorn worker, once it has booted
 
 
 def default_workers() -> int:
     """One worker per core, at most 4 (each holds its own copy of the model)."""
     return max(1, min(4, os.cpu_count() or 1))
-
-
-# -- request timeouts ---------------------------------------------------------------------------
-class _InFlight:
-    __slots__ = ("deadline", "started", "sock", "path", "lock", "done", "claimed")
-
-    def __init__(self, timeout: float, environ: dict) -> None:
-        self.started = time.monotonic()
-        self.deadline = self.started + timeout
-        self.sock = environ.get("gunicorn.socket")
-        self.path = environ.get("PATH_INFO", "")
-        self.lock = threading.Lock()
-        self.done = False
-        self.claimed = False
-
-
-class TimeoutGuard:
-    """WSGI middleware: answer 504 to a request still running after ``timeout`` seconds, then retire the worker.
-
-    One watchdog thread per worker sleeps until the nearest deadline; a request costs two dict
-    operations. Whoever comes first, the request finishing or the watchdog, owns the socket.
-    """
-
-    def __init__(self, app: Callable, timeout: float) -> None:
-        self.app = app
-        self.timeout = timeout
-        self._inflight: dict[int, _InFlight] = {}
-        # Built in the worker (after fork), so the thread lives in the process that serves.
-        self._thread = threading.Thread(target=self._watch, name="modelfmt-timeouts", daemon=True)
-        self._thread.start()
-
-    def __call__(self, environ: dict, start_response: Callable) -> Any:
-        entry = _InFlight(self.timeout, environ)
-        key = id(entry)
-        self._inflight[key] = entry
-        try:
-            return self.app(environ, start_response)
-        finally:
-            with entry.lock:
-                entry.done = True
-                claimed = entry.claimed
-            self._inflight.pop(key, None)
-            if claimed:
-                # The watchdog has answered this request and is ending the process: never write again.
-                while True:
-                    time.sleep(3600)
-
-    def _watch(self) -> None:
-        while True:
-            now = time.monotonic()
-            wake = now + self.timeout
-            for entry in list(self._inflight.values()):
-                if entry.deadline <= now:
-                    self._expire(entry)
-                else:
-                    wake = min(wake, entry.deadline)
-            time.sleep(max(wake - time.monotonic(), 0.005))
-
-    def _expire(self, entry: _InFlight) -> None:
-        with entry.lock:
-            if entry.done:
-                return
-            entry.claimed = True
-        elapsed = time.monotonic() - entry.started
-        _log.error(
-            "%s ran %.1fs, past the timeout of %gs: answered 504; replacing worker %d",
-            entry.path, elapsed, self.timeout, os.getpid(),
-        )
-        _count_timeout(entry.path, elapsed)
-        _send_504(entry.sock, self.timeout)
-        self._retire()
-
-    def _retire(self) -> None:
-        """Stop taking requests, let this worker's other requests finish, then exit for a fresh worker."""
-        worker = _WORKER
-        if worker is not None:
-            worker.alive = False
-        deadline = time.monotonic() + 10.0
-        while time.monotonic() < deadline and any(not e.claimed for e in list(self._inflight.values())):
-            time.sleep(0.05)
-        for handler in logging.getLogger().handlers + _log.handlers:
-            with contextlib.suppress(Exception):
-                handler.flush()
-        os._exit(0)
-
-
-def _count_timeout(path: str, elapsed: float) -> None:
-    with contextlib.suppress(Exception):  # metrics must never stop the 504 from going out
-        from serving import metrics
-
-        m = metrics.get()
-        m.timeouts.inc()
-        m.observe(path, "504", elapsed)
-
-
-def _send_504(sock: Any, timeout: float) -> None:
-    import orjson
-
-    body = orjson.dumps(
-        {"error_code": "REQUEST_TIMEOUT", "message": f"the request ran past the server's timeout of {timeout:g}s"}
-    )
-    head = (
-        "HTTP/1.1 504 Gateway Timeout\r\nContent-Type: application/json\r\n"
-        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
-    ).encode("ascii")
-    if sock is None:
-        return
-    with contextlib.suppress(OSError):
-        sock.settimeout(5.0)
-        sock.sendall(head + body)
-        sock.shutdown(socket.SHUT_RDWR)
 
 
 # -- gunicorn -----------------------------------------------------------------------------------
@@ -176,8 +65,7 @@ def _gunicorn_options(
 
 
 def _post_worker_init(worker: Any) -> None:
-    global _WORKER
-    _WORKER = worker
+    timeouts.WORKER = worker  # a timed-out request retires this worker
     # Ctrl-C reaches the whole process group: a worker finishes its request instead of dropping it.
     signal.signal(signal.SIGINT, worker.handle_exit)
     # The model and libraries are loaded for good: keep them out of every future garbage collection,
