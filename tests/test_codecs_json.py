@@ -263,7 +263,7 @@ JSON_VALUES = st.recursive(
 )
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=1000, deadline=None)
 @given(
     st.sampled_from(["dataframe_split", "dataframe_records", "instances", "inputs"]),
     JSON_VALUES,

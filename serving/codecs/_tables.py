@@ -91,6 +91,9 @@ def conform_array(arr: Any, dtype: Any) -> Any:
         return arr
     kind, want = arr.dtype.kind, dtype.kind
     if kind == "f" and want == "f":
+        finite = arr[np.isfinite(arr)]
+        if dtype.itemsize < arr.dtype.itemsize and finite.size and np.abs(finite).max() > np.finfo(dtype).max:
+            return arr  # out of float32's range: enforcement refuses it rather than reading inf
         return arr.astype(dtype)  # JSON carries no width: 0.1 meant as float32 is float32's 0.1
     if kind in "iu" and want == "f":
         limit = _EXACT_FLOAT_INT if dtype.itemsize == 8 else 2**24

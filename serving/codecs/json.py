@@ -168,16 +168,14 @@ def _column(values: Any, name: str, plan: Plan) -> Any:
         return pd_object(decode_binary(values, name))
     if name in plan.strings:
         return pd_object(values)
-    dtype = plan.dtypes.get(name)
-    if dtype is None:
-        return _loose_array(values)
     import numpy as np
 
     try:
         arr = np.asarray(values)
     except (ValueError, TypeError):
-        return pd_object(values)
-    return conform_array(arr, dtype) if arr.dtype.kind in "iuf" else arr
+        return pd_object(values)  # rows of mixed shapes: one object per row, for enforcement to judge
+    dtype = plan.dtypes.get(name)
+    return conform_array(arr, dtype) if dtype is not None and arr.dtype.kind in "iuf" else arr
 
 
 def _tensors(value: Any, plan: Plan) -> Any:
