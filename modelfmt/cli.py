@@ -14,7 +14,7 @@ LAZY_COMMANDS = {
     "predict": "modelfmt.cli_predict:predict",
     "verify": "modelfmt.cli_info:verify",
     "serve": "serving.cli:serve",
-    "convert": "flavors.convert:convert",
+    "convert": "flavors.convert_cli:convert",
     "generate-dockerfile": "serving.docker:generate_dockerfile_command",
     "build-docker": "serving.docker:build_docker_command",
 }
@@ -32,9 +32,11 @@ class LazyGroup(click.Group):
             try:
                 return getattr(importlib.import_module(module), attr)
             except (ImportError, AttributeError) as e:
-                @click.command(name, help=f"(unavailable: {e})")
+                reason = str(e)  # ``e`` is unbound once the except block ends
+
+                @click.command(name, help=f"(unavailable: {reason})")
                 def _missing() -> None:
-                    raise click.ClickException(f"'{name}' is not available in this installation: {e}")
+                    raise click.ClickException(f"'{name}' is not available in this installation: {reason}")
 
                 return _missing
         return super().get_command(ctx, name)
