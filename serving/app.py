@@ -200,10 +200,7 @@ def _row_count(data: Any) -> int:
 def _error(code: str, message: str, status: int, extra: dict | None = None) -> Response:
     from serving.codecs.json import dumps
 
-    resp = Response(dumps({"error_code": code, "message": message, **(extra or {})}), status, content_type=JSON_TYPE)
-    if status == 413:
-        resp.headers["Connection"] = "close"  # the unread body must not be taken for the next request
-    return resp
+    return Response(dumps({"error_code": code, "message": message, **(extra or {})}), status, content_type=JSON_TYPE)
 
 
 def _add_error_handlers(app: Flask, debug: bool) -> None:

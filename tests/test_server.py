@@ -272,3 +272,20 @@ def test_timeout_gets_504_and_the_worker_is_replaced(chaos):
     assert len(now) == 2 and len(now - before) == 1, (before, now)
     for _ in range(6):
         assert predictions(post(chaos, {"inputs": {"x": [3.0]}})) == [3.0]
+
+
+def test_ping_is_503_when_the_model_fails_its_own_input_example(tmp_path):
+    """In-process (the readiness logic is the app's): the Flask factory, as any WSGI server would run it."""
+    import serving
+    from flavors import pyfunc
+    from modelfmt.signature import ColSpec, ModelSignature, Schema
+
+    path = str(tmp_path / "sour")
+    signature = ModelSignature(Schema([ColSpec("double", "x")]))
+    pyfunc.save_model(path, models.ChaosModel(), signature=signature, input_example=pd.DataFrame({"x": [-1.0]}))
+    client = serving.create_app(path).test_client()
+    resp = client.get("/ping")
+    assert resp.status_code == 503 and resp.json["error_code"] == "TEMPORARILY_UNAVAILABLE"
+    assert "input example" in resp.json["message"] and "negative" in resp.json["message"]
+    resp = client.post("/invocations", json={"inputs": {"x": [2.0]}})
+    assert resp.status_code == 200 and resp.json == {"predictions": [2.0]}
