@@ -26,7 +26,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MLFLOW_PYTHON = os.environ.get("MODELFMT_MLFLOW_PYTHON", os.path.join(ROOT, "bench", ".venv-mlflow", "bin", "python"))
 FEATURES = ["age", "sex", "bmi", "bp", "s1", "s2", "s3", "s4", "s5", "s6"]
-PARTITIONS = 4
+PARTITIONS = 4  # default; --partitions changes it (both processes)
 
 
 def session():
@@ -133,7 +133,8 @@ class MlflowSide:
         env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME")}
         env.update(PYSPARK_PYTHON=MLFLOW_PYTHON, PYSPARK_DRIVER_PYTHON=MLFLOW_PYTHON, MLFLOW_DISABLE_TELEMETRY="true")
         self.proc = subprocess.Popen(
-            [MLFLOW_PYTHON, os.path.abspath(__file__), "--mlflow-worker", model_path, "--rows", str(rows)],
+            [MLFLOW_PYTHON, os.path.abspath(__file__), "--mlflow-worker", model_path, "--rows", str(rows),
+             "--partitions", str(PARTITIONS)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env, cwd=tempfile.gettempdir(),
         )
         self._read()
@@ -191,8 +192,10 @@ def main():
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--stream-rows-per-batch", type=int, default=100_000)
     parser.add_argument("--stream-batches", type=int, default=8)
+    parser.add_argument("--partitions", type=int, default=PARTITIONS, help="partitions of the data (tasks per job)")
     parser.add_argument("--mlflow-worker", metavar="MODEL")
     args = parser.parse_args()
+    globals()["PARTITIONS"] = args.partitions
     if args.mlflow_worker:
         return mlflow_worker(args.mlflow_worker, args.rows)
 
@@ -246,7 +249,7 @@ def _ratio(results, a, b):
 def _report(args, batch, stream):
     med = {name: statistics.median(v) for name, v in batch.items()}
     ours, floor, ml = "modelfmt spark_udf", "hand-written pandas_udf (floor)", "mlflow spark_udf, result_type=double"
-    print(f"\nBatch: {args.rows:,} rows x 10 doubles, {args.repeats} rounds after a warm-up\n")
+    print(f"\nBatch: {args.rows:,} rows x 10 doubles in {args.partitions} partitions, {args.repeats} rounds after a warm-up\n")
     print("| UDF | rows/s (median) | modelfmt / this (median of per-round ratios) |\n|---|---|---|")
     for name in batch:
         print(f"| {name} | {med[name]:,.0f} | {_ratio(batch, ours, name):.2f}x |")
@@ -255,7 +258,7 @@ def _report(args, batch, stream):
     ml_floor = "floor in MLflow's process"
     if ml_floor in batch:
         print(f"MLflow (double) vs the floor in its own process: {_ratio(batch, ml, ml_floor):.2f}x")
-    print(f"\nStreaming: rate-micro-batch, {args.stream_rows_per_batch:,} rows per micro-batch, "
+    print(f"\nStreaming: rate-micro-batch, {args.stream_rows_per_batch:,} rows per micro-batch in {args.partitions} partitions, "
           f"{args.stream_batches} batches per run, {args.repeats} rounds\n")
     print("| UDF | rows/s (median) |\n|---|---|")
     for name, values in stream.items():

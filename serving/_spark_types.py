@@ -226,7 +226,6 @@ def _to_struct(preds: Any, rtype: Any) -> Any:
     else:
         missing = sorted(set(fields) - set(cols))
         raise ValueError(f"the output has columns {cols}, not the struct's fields {missing}")
-    return pd.DataFrame(
-        {f: _to_column(col, rtype[f].dataType) for f, col in zip(fields, picked)}, index=preds.index
-    ).reset_index(drop=True)
+    # _to_column builds fresh Series (RangeIndex): no alignment with whatever index the model returned.
+    return pd.DataFrame({f: _to_column(col, rtype[f].dataType) for f, col in zip(fields, picked)})
 
