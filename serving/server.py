@@ -53,6 +53,7 @@ def _gunicorn_options(
         "graceful_timeout": int(timeout) + 5,
         "keepalive": 5,
         "accesslog": "-",
+        "logger_class": _stderr_logger_class(),
         "errorlog": "-",
         "access_log_format": ACCESS_LOG_FORMAT,
         "loglevel": "debug" if debug else "info",
@@ -94,6 +95,20 @@ def _configure_logging(debug: bool) -> None:
         logger.addHandler(handler)
         logger.propagate = False
     logger.setLevel(logging.DEBUG if debug else logging.INFO)
+
+
+def _stderr_logger_class() -> type:
+    from gunicorn.glogging import Logger
+
+    class StderrLogger(Logger):
+        """gunicorn's logger with the access log on stderr too (``accesslog="-"`` means stdout to gunicorn)."""
+
+        def setup(self, cfg: Any) -> None:
+            super().setup(cfg)
+            if cfg.accesslog == "-":
+                self._set_handler(self.access_log, "-", logging.Formatter(self.access_fmt), stream=sys.stderr)
+
+    return StderrLogger
 
 
 def _app_class() -> type:
@@ -169,7 +184,9 @@ def _preload(model_path: str) -> None:
         if meta.flavors.get(PYFUNC_FLAVOR, {}).get("loader_module") in _FORK_SAFE_LOADERS:
             from flavors.pyfunc import load_model
 
+            started = time.perf_counter()
             load_model(model_path)  # for its imports only; each worker loads its own copy
+            _log.info("model libraries imported in the master in %.2fs", time.perf_counter() - started)
     except Exception as e:  # noqa: BLE001 - a worker will load the model and report the problem properly
         _log.debug("preloading %s failed: %s", model_path, e)
 
