@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import signal
 import socket
 import threading
 import time
@@ -89,17 +90,24 @@ class TimeoutGuard:
         self._retire()
 
     def _retire(self) -> None:
-        """Stop taking requests, let this worker's other requests finish, then exit for a fresh worker."""
+        """Stop taking requests, let this worker's other connections finish, then exit for a fresh worker."""
         worker = WORKER
         if worker is not None:
-            worker.alive = False
+            # gunicorn's own graceful stop: no new connections, kept-alive ones closed cleanly (gthread).
+            worker.handle_exit(signal.SIGTERM, None)
         deadline = time.monotonic() + 10.0
-        while time.monotonic() < deadline and any(not e.claimed for e in list(self._inflight.values())):
+        time.sleep(0.1)
+        while time.monotonic() < deadline:
+            entries = list(self._inflight.values())
+            stuck = sum(e.claimed for e in entries)
+            conns = getattr(worker, "nr_conns", None)  # gthread only: accepted, kept-alive or in flight
+            if len(entries) == stuck and (conns is None or conns <= stuck):
+                break
             time.sleep(0.05)
         for handler in logging.getLogger().handlers + _log.handlers:
             with contextlib.suppress(Exception):
                 handler.flush()
-        os._exit(0)
+        os._exit(0)  # the stuck call would keep the process alive for ever
 
 
 def _count_timeout(path: str, elapsed: float) -> None:
