@@ -12,7 +12,10 @@ _UNITS = {"": 1, "b": 1, "k": 1024, "kb": 1000, "kib": 1024, "m": 1024**2, "mb":
 
 
 def parse_size(text: str | int) -> int:
-    """Bytes in ``text``: ``1048576``, ``512K``, ``100MiB``, ``1GB`` (K/M/G and KiB/MiB/GiB binary, KB/MB/GB decimal)."""
+    """Bytes in ``text``: ``1048576``, ``512K``, ``100MiB``, ``1GB``.
+
+    K, M, G and KiB, MiB, GiB are binary (1024); KB, MB, GB decimal (1000).
+    """
     if isinstance(text, int):
         return text
     m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*", str(text))
@@ -31,19 +34,24 @@ def _size_option(ctx: click.Context, param: click.Parameter, value: str) -> int:
         raise click.BadParameter(str(e)) from None
 
 
+def _env(name: str) -> dict:
+    return {"envvar": f"MODELFMT_{name}", "show_envvar": True, "show_default": True}
+
+
 @click.command("serve")
 @click.argument("model", type=click.Path(file_okay=False))
-@click.option("--host", default="127.0.0.1", show_default=True, envvar="MODELFMT_HOST", help="Address to listen on.")
-@click.option("--port", default=5001, show_default=True, type=click.IntRange(0, 65535), envvar="MODELFMT_PORT")
-@click.option("--workers", type=click.IntRange(1), envvar="MODELFMT_WORKERS",
+@click.option("--host", default="127.0.0.1", help="Address to listen on (0.0.0.0 in a container).", **_env("HOST"))
+@click.option("--port", default=5001, type=click.IntRange(0, 65535), help="Port to listen on.", **_env("PORT"))
+@click.option("--workers", type=click.IntRange(1), envvar="MODELFMT_WORKERS", show_envvar=True,
               help="Worker processes, each with its own copy of the model.  [default: cores, at most 4]")
-@click.option("--threads", default=2, show_default=True, type=click.IntRange(1), envvar="MODELFMT_THREADS",
+@click.option("--threads", default=2, type=click.IntRange(1), **_env("THREADS"),
               help="Threads per worker: 2 or more run gunicorn's gthread worker (keep-alive), 1 its sync worker.")
-@click.option("--timeout", default=60.0, show_default=True, type=click.FloatRange(0.1), envvar="MODELFMT_TIMEOUT",
+@click.option("--timeout", default=60.0, type=click.FloatRange(0.1), **_env("TIMEOUT"),
               help="Seconds a request may run; past it the answer is 504 and the worker is replaced.")
-@click.option("--max-body-size", default="100MiB", show_default=True, callback=_size_option,
-              envvar="MODELFMT_MAX_BODY_SIZE", help="Largest request body (bytes, or 512K, 100MiB...); larger gets 413.")
-@click.option("--debug", is_flag=True, envvar="MODELFMT_DEBUG", help="Stack traces in 500 answers; debug logs.")
+@click.option("--max-body-size", default="100MiB", callback=_size_option, **_env("MAX_BODY_SIZE"),
+              help="Largest request body (bytes, or 512K, 100MiB...); larger gets 413.")
+@click.option("--debug", is_flag=True, envvar="MODELFMT_DEBUG", show_envvar=True,
+              help="Stack traces in 500 answers; debug logs.")
 def serve(model: str, host: str, port: int, workers: int | None, threads: int, timeout: float,
           max_body_size: int, debug: bool) -> None:
     """Serve MODEL over HTTP with MLflow's scoring protocol (POST /invocations) until SIGTERM or Ctrl-C."""

@@ -289,3 +289,13 @@ def test_ping_is_503_when_the_model_fails_its_own_input_example(tmp_path):
     assert "input example" in resp.json["message"] and "negative" in resp.json["message"]
     resp = client.post("/invocations", json={"inputs": {"x": [2.0]}})
     assert resp.status_code == 200 and resp.json == {"predictions": [2.0]}
+
+
+def test_body_size_option_parsing():
+    from serving.cli import parse_size
+
+    assert parse_size("100MiB") == 100 * 2**20 and parse_size("512K") == 512 * 1024
+    assert parse_size("1GB") == 10**9 and parse_size("1048576") == 2**20 and parse_size(" 2 kib ") == 2048
+    for bad in ("", "ten", "5XB", "0", "-1M"):
+        with pytest.raises(ValueError):
+            parse_size(bad)
