@@ -16,6 +16,8 @@ pytest.importorskip("pyspark")
 
 from spark_session import spark  # noqa: E402,F401 - the shared session fixture
 
+pytestmark = pytest.mark.filterwarnings("ignore:PySpark does not yet fully support pandas:FutureWarning")
+
 ROOT = Path(__file__).resolve().parents[1]
 MLFLOW_PYTHON = os.environ.get("MODELFMT_MLFLOW_PYTHON", str(ROOT / "bench" / ".venv-mlflow" / "bin" / "python"))
 

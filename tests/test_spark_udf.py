@@ -13,6 +13,8 @@ pytest.importorskip("pyspark")
 
 from spark_session import spark  # noqa: E402,F401 - the shared session fixture
 
+pytestmark = pytest.mark.filterwarnings("ignore:PySpark does not yet fully support pandas:FutureWarning")
+
 
 @pytest.fixture(scope="module")
 def diabetes_sdf(spark, diabetes):
