@@ -175,6 +175,22 @@ def test_transformer_pipeline_predicts_its_output_column(spark, tmp_path):
     np.testing.assert_array_equal(modelfmt.load_model(str(tmp_path / "b")).predict(pdf), [0.0, 1.0, 2.0, 0.0])
 
 
+def test_dfs_tmpdir_round_trip(spark, tmp_path):
+    """The cluster path: Spark writes/reads a temporary copy on the (here: local) default filesystem."""
+    import pandas as pd
+    from pyspark.ml.feature import Bucketizer
+
+    from flavors import spark as spark_flavor
+
+    dfs = tmp_path / "dfs"
+    bucketizer = Bucketizer(splits=[0.0, 1.0, 2.0], inputCol="x", outputCol="bucket")
+    spark_flavor.save_model(bucketizer, str(tmp_path / "m"), dfs_tmpdir=str(dfs))
+    assert os.path.isdir(tmp_path / "m" / "sparkml" / "stages") and not any(dfs.iterdir())  # moved, not copied
+    loaded = spark_flavor.load_model(str(tmp_path / "m"), dfs_tmpdir=str(dfs))
+    out = loaded.transform(spark.createDataFrame(pd.DataFrame({"x": [0.5, 1.5]}))).toPandas()
+    assert out["bucket"].tolist() == [0.0, 1.0]
+
+
 def test_refuses_what_it_cannot_save_or_load(spark_model_path, tmp_path):
     import shutil
 
