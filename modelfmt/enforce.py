@@ -12,7 +12,7 @@ from typing import Any
 
 from modelfmt.errors import ParamsError, SchemaError
 from modelfmt.signature import ColSpec, ParamSchema, ParamSpec, Schema, TensorSpec
-from modelfmt.types import Array, DataType, Map, Object, type_name
+from modelfmt.types import Array, DataType, Map, Object, SparkMLVector, type_name
 
 _log = logging.getLogger(__name__)
 
@@ -181,13 +181,15 @@ def _convert_numeric(col: Any, t: DataType, name: str) -> Any:
 
 
 def _check_nested(col: Any, t: Any, name: str) -> Any:
-    want = {Array: (list, tuple), Object: dict, Map: dict}[type(t)]
     import numpy as np
 
+    want = {Array: (list, tuple), Object: dict, Map: dict, SparkMLVector: (list, tuple)}[type(t)]
     for v in col:
         if v is None:
             continue
-        if isinstance(v, np.ndarray) and isinstance(t, Array):
+        if isinstance(v, np.ndarray) and isinstance(t, (Array, SparkMLVector)):
+            continue
+        if isinstance(t, SparkMLVector) and hasattr(v, "toArray"):  # pyspark.ml.linalg vectors
             continue
         if not isinstance(v, want):
             raise _incompatible(name, type_name(t), f"a value of type {type(v).__name__}")

@@ -116,7 +116,20 @@ class Map:
         return f"Map({self.value_type!r})"
 
 
-ColType = Union[DataType, Array, Object, Map]
+class SparkMLVector:
+    """A ``pyspark.ml.linalg`` vector column: ``{"type": "sparkml_vector"}`` (MLflow's name)."""
+
+    def to_dict(self) -> dict:
+        return {"type": "sparkml_vector"}
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, SparkMLVector)
+
+    def __repr__(self) -> str:
+        return "SparkMLVector()"
+
+
+ColType = Union[DataType, Array, Object, Map, SparkMLVector]
 
 
 def type_to_dict(dtype: ColType) -> dict:
@@ -140,6 +153,8 @@ def type_from_dict(d: dict) -> ColType:
         )
     if kind == "map":
         return Map(type_from_dict(d["values"]))
+    if kind == "sparkml_vector":
+        return SparkMLVector()
     try:
         return DataType(kind)
     except ValueError:
@@ -154,4 +169,6 @@ def type_name(dtype: ColType) -> str:
         return f"array<{type_name(dtype.dtype)}>"
     if isinstance(dtype, Map):
         return f"map<{type_name(dtype.value_type)}>"
+    if isinstance(dtype, SparkMLVector):
+        return "sparkml_vector"
     return "object{" + ", ".join(f"{p.name}: {type_name(p.dtype)}" for p in dtype.properties) + "}"

@@ -71,3 +71,16 @@ def test_malformed_signature_is_format_error():
         ModelSignature.from_dict({"inputs": "[{not json"})
     with pytest.raises(ModelFormatError):
         Schema.from_json('[{"type": "quaternion", "name": "q"}]')
+
+
+def test_sparkml_vector_type_reads_and_writes():
+    from modelfmt.enforce import enforce_schema
+    from modelfmt.types import SparkMLVector
+
+    schema = Schema.from_json('[{"type": "sparkml_vector", "name": "features", "required": true}]')
+    assert schema.inputs[0].type == SparkMLVector()
+    assert schema.to_dict() == [{"type": "sparkml_vector", "name": "features", "required": True}]
+    import pandas as pd
+
+    out = enforce_schema(pd.DataFrame({"features": [[1.0, 2.0], np.array([3.0, 4.0])]}), schema)
+    assert len(out) == 2
