@@ -134,7 +134,8 @@ def _convert_column(col: Any, spec: ColSpec, name: str) -> Any:
         raise _incompatible(name, "datetime", kind)
     if t == DataType.boolean:
         if pd.api.types.is_bool_dtype(kind):
-            return col.astype(bool) if kind != bool else col
+            # A nullable ``boolean`` column with missing values stays nullable (NA has no bool value).
+            return col.astype(bool) if kind != bool and not col.isna().any() else col
         raise _incompatible(name, "boolean", kind)
     return _convert_numeric(col, t, name)
 
@@ -257,13 +258,13 @@ def enforce_params(params: dict | None, schema: ParamSchema | None) -> dict | No
     As in MLflow, params are ignored (with a warning) when the model declares no params schema, and
     names the schema does not declare are dropped with a warning.
     """
+    if params is not None and not isinstance(params, dict):
+        raise ParamsError(f"params must be a mapping, got {type(params).__name__}")
     if schema is None:
         if params:
             _log.warning("params %s ignored: the model's signature declares no params", sorted(params))
         return None
-    params = dict(params or {})
-    if not isinstance(params, dict):
-        raise ParamsError(f"params must be a mapping, got {type(params).__name__}")
+    params = params or {}
     unknown = sorted(set(params) - {p.name for p in schema.params})
     if unknown:
         _log.warning("unrecognised params %s ignored; the model accepts %s", unknown, [p.name for p in schema.params])

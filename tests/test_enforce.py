@@ -115,6 +115,22 @@ def test_params_ignored_without_schema():
     assert enforce_params({"k": 1}, None) is None
 
 
+@pytest.mark.parametrize("params", ["abc", [1, 2], 5])
+def test_params_not_a_mapping_is_a_params_error(params):
+    with pytest.raises(ParamsError, match="mapping"):
+        enforce_params(params, ParamSchema([ParamSpec("k", "long", 1)]))
+    with pytest.raises(ParamsError, match="mapping"):
+        enforce_params(params, None)
+
+
+def test_optional_nullable_boolean_keeps_missing_values():
+    schema = Schema([ColSpec("boolean", "f", required=False)])
+    out = enforce_schema(pd.DataFrame({"f": pd.array([True, None], dtype="boolean")}), schema)
+    assert out["f"].isna().tolist() == [False, True] and bool(out["f"][0]) is True
+    full = enforce_schema(pd.DataFrame({"f": pd.array([True, False], dtype="boolean")}), schema)
+    assert full["f"].dtype == bool
+
+
 def test_callers_frame_is_not_changed():
     schema = Schema([ColSpec("double", "0"), ColSpec("double", "1")])
     df = pd.DataFrame(np.ones((2, 2)))
