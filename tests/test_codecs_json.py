@@ -107,6 +107,19 @@ def test_instances_with_uneven_rows_are_refused():
         decode({"instances": [{"a": 1, "b": 2}, {"a": 3}]}, DOUBLES)
 
 
+def test_instances_rows_with_swapped_keys_are_refused():
+    # Each key has two values, but the rows differ: reading them as columns would misalign rows.
+    with pytest.raises(PayloadError, match="same keys"):
+        decode({"instances": [{"a": 1, "b": 2}, {"a": 3}, {"b": 4}]}, DOUBLES)
+
+
+@pytest.mark.parametrize("data", [[[1, 2, 3]], [[1, True, 3]]])
+def test_split_with_duplicate_column_names_is_refused(data):
+    # Both the all-numbers fast path and the general one (a boolean) refuse them, never a 500.
+    with pytest.raises(PayloadError, match="'a' more than once"):
+        decode({"dataframe_split": {"columns": ["a", "b", "a"], "data": data}}, DOUBLES)
+
+
 def test_inputs_as_columns_and_as_rows():
     data, _ = decode({"inputs": {"a": [1, 2], "b": [3.5, 4]}}, DOUBLES)
     assert data["a"].dtype == np.float64

@@ -150,6 +150,10 @@ def frame_from_rows(rows: Any, columns: list | None, index: Any, plan: Plan, may
         raise PayloadError(f"'data' must be a list of rows, got {type(rows).__name__}")
     if columns is not None and not isinstance(columns, list):
         raise PayloadError(f"'columns' must be a list of names, got {type(columns).__name__}")
+    if columns is not None and len(set(columns)) != len(columns):
+        # pandas keeps duplicate names, and a column lookup then yields a frame instead of a column.
+        dups = sorted({str(c) for c in columns if columns.count(c) > 1})
+        raise PayloadError(f"'columns' names {', '.join(repr(d) for d in dups)} more than once")
     if plan.numeric and columns and rows and not may_hold_bools and isinstance(rows[0], list):
         df = _numeric_frame(rows, columns, index, plan)
         if df is not None:

@@ -118,14 +118,11 @@ def _instances(value: Any, plan: Plan, body: bytes) -> Any:
         if not all(isinstance(r, dict) for r in value):
             raise PayloadError("'instances' mixes objects with other values; send one object per row")
         # Rows of named values become one array per name, as in TF serving's row format.
-        names: dict[str, list] = {}
-        for row in value:
-            for k, v in row.items():
-                names.setdefault(k, []).append(v)
-        lengths = {len(v) for v in names.values()}
-        if len(lengths) > 1:
-            raise PayloadError("'instances': not every row has the same keys; the columns differ in length")
-        return {k: _column(v, k, plan) for k, v in names.items()}
+        first = value[0].keys()
+        if any(r.keys() != first for r in value):
+            # Counting values per key is not enough: rows with swapped keys would misalign the columns.
+            raise PayloadError("'instances': not every row has the same keys")
+        return {k: _column([r[k] for r in value], k, plan) for k in first}
     return _inputs(value, plan, body)
 
 
