@@ -153,20 +153,33 @@ def save_model(
 
 
 def _copy_artifacts(path: str, artifacts: dict[str, str]) -> dict[str, dict[str, str]]:
-    out = {}
+    out: dict[str, dict[str, str]] = {}
+    copied: dict[str, str] = {}  # source -> its path in the model, so one source is copied once
     for name, src in artifacts.items():
         src = os.fspath(src)
         if not os.path.exists(src):
             raise ModelFormatError(f"artifact {name!r}: {src!r} does not exist")
-        rel = os.path.join(ARTIFACTS_DIR, os.path.basename(os.path.normpath(src)))
-        dest = os.path.join(path, rel)
-        os.makedirs(os.path.dirname(dest), exist_ok=True)
-        if os.path.isdir(src):
-            shutil.copytree(src, dest)
-        else:
-            shutil.copy2(src, dest)
-        out[name] = {"path": rel, "uri": src}
+        if src not in copied:
+            copied[src] = _copy_artifact(path, src)
+        out[name] = {"path": copied[src], "uri": src}
     return out
+
+
+def _copy_artifact(path: str, src: str) -> str:
+    """Copy one artifact under ``artifacts/``; a name already taken goes into a numbered folder, as MLflow does."""
+    base = os.path.basename(os.path.normpath(src))
+    rel = os.path.join(ARTIFACTS_DIR, base)
+    n = 0
+    while os.path.exists(os.path.join(path, rel)):
+        rel = os.path.join(ARTIFACTS_DIR, str(n), base)
+        n += 1
+    dest = os.path.join(path, rel)
+    os.makedirs(os.path.dirname(dest), exist_ok=True)
+    if os.path.isdir(src):
+        shutil.copytree(src, dest)
+    else:
+        shutil.copy2(src, dest)
+    return rel
 
 
 # -- load -------------------------------------------------------------------------------------

@@ -120,6 +120,24 @@ def test_round_trip_with_file_and_directory_artifacts(tmp_path, artifacts):
     assert inner.config == {"k": 1}
 
 
+def test_artifacts_with_the_same_file_name_both_survive(tmp_path):
+    class Reader(PythonModel):
+        def load_context(self, context):
+            self.texts = {k: open(p).read() for k, p in sorted(context.artifacts.items())}
+
+        def predict(self, context, model_input, params=None):
+            return model_input
+
+    for d in ("a", "b"):
+        (tmp_path / d).mkdir()
+        (tmp_path / d / "w.txt").write_text(d)
+    arts = {"first": str(tmp_path / "a" / "w.txt"), "second": str(tmp_path / "b" / "w.txt"),
+            "again": str(tmp_path / "a" / "w.txt")}
+    pyfunc.save_model(str(tmp_path / "m"), python_model=Reader(), artifacts=arts)
+    inner = pyfunc.load_model(str(tmp_path / "m")).unwrap_python_model()
+    assert inner.texts == {"again": "a", "first": "a", "second": "b"}
+
+
 def test_modelfmt_load_and_save_model_for_python_models(tmp_path):
     modelfmt.save_model(_no_context_model(), str(tmp_path / "m"))
     model = modelfmt.load_model(str(tmp_path / "m"))
