@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import sys
+from decimal import Decimal
 
 import click
 
@@ -21,7 +22,8 @@ def parse_size(text: str | int) -> int:
     m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*", str(text))
     if not m or m.group(2).lower() not in _UNITS:
         raise ValueError(f"{text!r} is not a size: write bytes, or a number with K, M, G, KiB, MiB, GiB, KB, MB, GB")
-    size = int(float(m.group(1)) * _UNITS[m.group(2).lower()])
+    # Decimal, not float: exact for "1.5K", and no OverflowError (a traceback) for a very long number.
+    size = int(Decimal(m.group(1)) * _UNITS[m.group(2).lower()])
     if size <= 0:
         raise ValueError(f"the size must be positive, got {text!r}")
     return size

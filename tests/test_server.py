@@ -296,6 +296,7 @@ def test_body_size_option_parsing():
 
     assert parse_size("100MiB") == 100 * 2**20 and parse_size("512K") == 512 * 1024
     assert parse_size("1GB") == 10**9 and parse_size("1048576") == 2**20 and parse_size(" 2 kib ") == 2048
+    assert parse_size("1.5K") == 1536 and parse_size("9" * 400) > 10**399  # was an OverflowError
     for bad in ("", "ten", "5XB", "0", "-1M"):
         with pytest.raises(ValueError):
             parse_size(bad)
