@@ -167,12 +167,34 @@ def write_context(
     pip_options: Sequence[str] = (),
 ) -> str:
     """Write a complete build context for ``model_path`` into ``output_dir`` (created; must be empty)."""
-    from serving import docker_wheels
-
-    if os.path.isdir(output_dir) and os.listdir(output_dir):
+    existed = os.path.isdir(output_dir)
+    if existed and os.listdir(output_dir):
         raise DeployError(f"output directory {output_dir!r} is not empty")
     dockerfile = render_dockerfile(target, template)  # fails early on a bad template
     os.makedirs(output_dir, exist_ok=True)
+    try:
+        _fill_context(model_path, output_dir, target, dockerfile, modelfmt_wheel, pip_options)
+    except BaseException:
+        # A half-written context would make the next attempt fail as "not empty": leave none behind.
+        if existed:
+            for name in os.listdir(output_dir):
+                path = os.path.join(output_dir, name)
+                if os.path.isdir(path) and not os.path.islink(path):
+                    shutil.rmtree(path, ignore_errors=True)
+                else:
+                    os.unlink(path)
+        else:
+            shutil.rmtree(output_dir, ignore_errors=True)
+        raise
+    return output_dir
+
+
+def _fill_context(
+    model_path: str, output_dir: str, target: Target, dockerfile: str, modelfmt_wheel: str | None,
+    pip_options: Sequence[str],
+) -> None:
+    from serving import docker_wheels
+
     wheel_dir = os.path.join(output_dir, "modelfmt-wheel")
     own = docker_wheels.modelfmt_wheel(wheel_dir, modelfmt_wheel)
     deps = os.path.join(output_dir, "wheels")
@@ -194,7 +216,6 @@ def write_context(
     _write(os.path.join(output_dir, "entrypoint.sh"), ENTRYPOINT, 0o755)
     _write(os.path.join(output_dir, "Dockerfile"), dockerfile, 0o644)
     _normalise_modes(output_dir)
-    return output_dir
 
 
 def _write(path: str, text: str, mode: int) -> None:

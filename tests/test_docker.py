@@ -103,6 +103,25 @@ def test_requirement_without_wheel_is_named(tmp_path):
         )
 
 
+@pytest.mark.parametrize("existed", [False, True])
+def test_failed_context_leaves_nothing_behind(sklearn_model_path, tmp_path, existed):
+    # Resolution fails (an empty local index, no network): the next attempt must not find "not empty".
+    links = tmp_path / "links"
+    links.mkdir()
+    fake = tmp_path / "modelfmt-0.0.0-py3-none-any.whl"
+    fake.write_bytes(b"not a wheel")
+    out = tmp_path / "ctx"
+    if existed:
+        out.mkdir()
+    target = docker_context.target_from_tag("python:3.11-slim")
+    with pytest.raises(DeployError):
+        docker_context.write_context(
+            sklearn_model_path, str(out), target, modelfmt_wheel=str(fake),
+            pip_options=["--no-index", "--find-links", str(links)],
+        )
+    assert (os.listdir(out) == []) if existed else not out.exists()
+
+
 def test_modelfmt_wheel_is_reproducible(tmp_path):
     # A snapshot of the sources, so edits to the checkout during the test cannot differ the builds.
     snapshot = tmp_path / "src"
