@@ -37,10 +37,18 @@ def copy_code_paths(path: str, code_paths: Iterable[str] | None) -> str | None:
     return CODE_DIR
 
 
+def model_file(path: str, conf: dict, key: str, default: str) -> str:
+    """The path inside the model that flavor field ``key`` names (``default`` when absent)."""
+    value = conf.get(key) or default
+    if not isinstance(value, str):
+        raise ModelFormatError(f"{key!r} in MLmodel should name a file in the model directory, got {value!r}")
+    return os.path.join(path, value)
+
+
 def add_code_to_sys_path(path: str, code: str | None) -> None:
     """Make a model's saved code importable (as MLflow does, by putting ``code/`` on ``sys.path``)."""
     if code:
-        code_dir = os.path.join(path, code)
+        code_dir = model_file(path, {"code": code}, "code", CODE_DIR)
         if os.path.isdir(code_dir) and code_dir not in sys.path:
             sys.path.insert(0, code_dir)
 

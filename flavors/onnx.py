@@ -10,7 +10,7 @@ import logging
 import os
 from typing import Any
 
-from flavors._common import copy_code_paths, finish_model
+from flavors._common import copy_code_paths, finish_model, model_file
 from modelfmt.environment import pinned
 from modelfmt.errors import FlavorError, ModelFormatError, SchemaError
 from modelfmt.io import atomic_model_dir
@@ -204,7 +204,7 @@ def _tensor_spec(value_info: Any) -> TensorSpec | None:
 # -- load -------------------------------------------------------------------------------------
 def _model_file(path: str, meta: Model) -> str:
     conf = meta.flavor(FLAVOR_NAME)
-    file = os.path.join(path, conf.get("data", MODEL_FILE))
+    file = model_file(path, conf, "data", MODEL_FILE)
     if not os.path.isfile(file):
         raise ModelFormatError(f"the ONNX file {file!r} named in MLmodel is missing")
     return file

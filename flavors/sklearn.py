@@ -6,7 +6,7 @@ import os
 import pickle
 from typing import Any
 
-from flavors._common import copy_code_paths, finish_model
+from flavors._common import copy_code_paths, finish_model, model_file
 from modelfmt.environment import pinned
 from modelfmt.errors import FlavorError, ModelFormatError, UnsafeModelError
 from modelfmt.io import atomic_model_dir
@@ -101,7 +101,7 @@ def load_model(path: str | os.PathLike, trusted_types: list[str] | None = None) 
 def _load(path: str, meta: Model, trusted_types: list[str] | None) -> Any:
     conf = meta.flavor(FLAVOR_NAME)
     fmt = conf.get("serialization_format", "cloudpickle")
-    file = os.path.join(path, conf.get("pickled_model", _FILE_NAMES.get(fmt, "model.pkl")))
+    file = model_file(path, conf, "pickled_model", _FILE_NAMES.get(fmt, "model.pkl"))
     if not os.path.isfile(file):
         raise ModelFormatError(f"the model file {file!r} named in MLmodel is missing")
     if fmt == "skops":

@@ -12,7 +12,7 @@ import os
 import uuid
 from typing import Any
 
-from flavors._common import add_code_to_sys_path, copy_code_paths, finish_model
+from flavors._common import add_code_to_sys_path, copy_code_paths, finish_model, model_file
 from modelfmt.environment import pinned
 from modelfmt.errors import FlavorError, ModelFormatError
 from modelfmt.io import atomic_model_dir
@@ -157,7 +157,7 @@ def load_model(path: str | os.PathLike, dfs_tmpdir: str | None = None) -> Any:
 
 def _load(spark: Any, path: str, meta: Model, dfs_tmpdir: str | None = None) -> Any:
     conf = meta.flavor(FLAVOR_NAME)
-    data = os.path.join(path, conf.get("model_data") or MODEL_DATA)
+    data = model_file(path, conf, "model_data", MODEL_DATA)
     if not os.path.isdir(data):
         raise ModelFormatError(f"the Spark model directory {data!r} named in MLmodel is missing")
     cls = _model_class(conf.get("model_class"))

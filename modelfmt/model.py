@@ -118,6 +118,9 @@ class Model:
     def from_dict(cls, d: dict) -> "Model":
         if not isinstance(d, dict) or not isinstance(d.get("flavors"), dict):
             raise ModelFormatError("MLmodel must be a mapping with a 'flavors' mapping")
+        bad = sorted(str(k) for k, v in d["flavors"].items() if not isinstance(v, dict))
+        if bad:
+            raise ModelFormatError(f"MLmodel flavor block(s) {', '.join(bad)} should be mappings of settings")
         d = dict(d)
         sig = d.pop("signature", None)
         signature = ModelSignature.from_dict(sig) if sig else None

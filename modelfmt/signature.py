@@ -219,7 +219,7 @@ class ModelSignature:
                 Schema.from_json(d["outputs"]) if d.get("outputs") else None,
                 ParamSchema.from_json(d["params"]) if d.get("params") else None,
             )
-        except (ValueError, KeyError, TypeError) as e:
+        except (ValueError, KeyError, TypeError, AttributeError) as e:
             raise ModelFormatError(f"malformed signature in MLmodel: {e}") from e
 
     def __eq__(self, other: object) -> bool:

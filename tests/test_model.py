@@ -1,5 +1,7 @@
+import pytest
 import yaml
 
+from modelfmt.errors import ModelFormatError
 from modelfmt.model import Model
 from modelfmt.signature import ColSpec, ModelSignature, Schema
 
@@ -25,3 +27,21 @@ def test_round_trip_keeps_unknown_keys(tmp_path):
 def test_signature_json_is_mlflows():
     sig = ModelSignature(Schema([ColSpec("double", "age")]))
     assert sig.to_dict()["inputs"] == '[{"type": "double", "name": "age", "required": true}]'
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "flavors: {python_function: x}\n",
+        "flavors: {python_function: {loader_module: mlflow.sklearn}}\nsignature: {inputs: '[1]'}\n",
+        "flavors: {python_function: {loader_module: mlflow.sklearn}, sklearn: {pickled_model: 5}}\n",
+        "flavors: {python_function: {loader_module: mlflow.sklearn, code: 5}, sklearn: {}}\n",
+        "flavors: {python_function: {loader_module: mlflow.onnx}, onnx: {data: [1]}}\n",
+    ],
+)
+def test_malformed_mlmodel_fields_are_model_format_errors(tmp_path, text):
+    from flavors import pyfunc
+
+    (tmp_path / "MLmodel").write_text(text)
+    with pytest.raises(ModelFormatError):
+        pyfunc.load_model(str(tmp_path))
