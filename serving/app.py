@@ -59,30 +59,32 @@ class ScoringState:
         self.schema = self.model.metadata.get_input_schema()
         self.ready = False
         self.not_ready_reason = "the model has not scored its input example yet"
+        from modelfmt.example import load_serving_input_example
+
+        self.example = load_serving_input_example(model_path, self.model.metadata)
         self.metadata_body = self._metadata_body()
         _log.info("model %s loaded in %.2fs", model_path, self.load_seconds)
 
     def _metadata_body(self) -> bytes:
         import orjson
 
-        from modelfmt.example import load_serving_input_example
         from serving.codecs.json import dumps
 
         doc = self.model.metadata.to_dict()
-        example = load_serving_input_example(self.path, self.model.metadata)
-        if example is not None:
-            doc["input_example"] = orjson.loads(example)
+        if self.example is not None:
+            try:
+                doc["input_example"] = orjson.loads(self.example)
+            except orjson.JSONDecodeError:
+                pass  # warm_up reports the broken example (/ping 503) instead of the worker failing to boot
         return dumps(doc)
 
     def warm_up(self) -> None:
         """Score the saved input example once, so the first request is not the slow one; sets ``ready``."""
-        from modelfmt.example import load_serving_input_example
         from serving.codecs import decode_request
 
         try:
-            body = load_serving_input_example(self.path, self.model.metadata)
-            if body is not None:
-                data, params = decode_request(body, JSON_TYPE, self.schema)
+            if self.example is not None:
+                data, params = decode_request(self.example, JSON_TYPE, self.schema)
                 self.model.predict(data, params=params)
         except Exception as e:  # noqa: BLE001 - any failure means the same: not ready, say why
             self.not_ready_reason = f"the model failed on its own input example: {type(e).__name__}: {e}"

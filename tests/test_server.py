@@ -6,6 +6,7 @@ import contextlib
 import json
 import os
 import re
+import shutil
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -289,6 +290,20 @@ def test_ping_is_503_when_the_model_fails_its_own_input_example(tmp_path):
     assert "input example" in resp.json["message"] and "negative" in resp.json["message"]
     resp = client.post("/invocations", json={"inputs": {"x": [2.0]}})
     assert resp.status_code == 200 and resp.json == {"predictions": [2.0]}
+
+
+def test_ping_is_503_when_the_input_example_is_not_json(sklearn_model_path, tmp_path):
+    """A corrupt serving_input_example.json made create_app raise (the worker failed to boot)."""
+    import serving
+
+    path = tmp_path / "corrupt"
+    shutil.copytree(sklearn_model_path, path)
+    (path / "serving_input_example.json").write_text("{not json")
+    client = serving.create_app(str(path)).test_client()
+    resp = client.get("/ping")
+    assert resp.status_code == 503 and "input example" in resp.json["message"]
+    resp = client.get("/metadata")
+    assert resp.status_code == 200 and "input_example" not in resp.json
 
 
 def test_body_size_option_parsing():
