@@ -214,6 +214,10 @@ def run(
         _app_class()(os.path.abspath(model_path), options, app_options, timeout).run()
     finally:
         if created:
+            from serving.metrics import MULTIPROC_ENV
+
+            # Left set, a later run() in this process would take the removed directory for the user's.
+            os.environ.pop(MULTIPROC_ENV, None)
             shutil.rmtree(created, ignore_errors=True)
 
 
@@ -264,7 +268,9 @@ def serving(
     if own_log:
         fd, log_path = tempfile.mkstemp(prefix="modelfmt-serve-", suffix=".log")
         os.close(fd)
-    env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
+    from serving.metrics import MULTIPROC_ENV
+
+    env = {k: v for k, v in os.environ.items() if k != MULTIPROC_ENV}  # the server makes its own
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(
             _command(model_path, host, port, options), stdout=log, stderr=subprocess.STDOUT, env=env
