@@ -171,7 +171,7 @@ def build_docker_command(
             model, tag, base_image,
             python_version=python_version, modelfmt_wheel=modelfmt_wheel, template=template, no_cache=no_cache,
         )
+        size = docker_cli.image_config(tag).get("Size", 0) / 1e6
     except ModelfmtError as e:
         raise click.ClickException(e.message) from None
-    size = docker_cli.image_config(tag).get("Size", 0) / 1e6
     click.echo(f"built {tag} ({size:.0f} MB); run it with: docker run --rm -p 8080:8080 {tag}")

@@ -72,7 +72,11 @@ def probe_image(image: str) -> dict:
         raise DeployError(
             f"cannot run python3 in base image {image!r}: {_first_error_line(proc.stderr) or 'no output'}"
         )
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    lines = proc.stdout.strip().splitlines()
+    try:
+        return json.loads(lines[-1])
+    except (IndexError, ValueError):
+        raise DeployError(f"python3 in base image {image!r} did not print its platform: {proc.stdout[-200:]!r}") from None
 
 
 def image_config(image: str) -> dict:
