@@ -85,13 +85,19 @@ def save_input_example(path: str, example: Any) -> dict:
     return {"artifact_path": INPUT_EXAMPLE_FILE, "serving_input_path": SERVING_INPUT_FILE, **info}
 
 
+def _example_info(path: str, model: Model | None) -> dict:
+    """``saved_input_example_info`` of the model (empty when it has none)."""
+    info = (model or Model.load(path)).saved_input_example_info or {}
+    if not isinstance(info, dict):
+        raise ModelFormatError(f"saved_input_example_info in MLmodel should be a mapping, got {info!r:.60}")
+    return info
+
+
 def load_input_example(path: str, model: Model | None = None) -> Any:
     """The input example of the model at ``path`` as model input, or ``None`` when it has none."""
-    import numpy as np
     import orjson
 
-    model = model or Model.load(path)
-    info = model.saved_input_example_info
+    info = _example_info(path, model)
     if not info:
         return None
     fp = os.path.join(path, info.get("artifact_path", INPUT_EXAMPLE_FILE))
@@ -102,6 +108,15 @@ def load_input_example(path: str, model: Model | None = None) -> Any:
         raise ModelFormatError(f"cannot read the input example {fp!r}: {e}") from e
     if info.get("params") and isinstance(data, dict) and "inputs" in data:
         data = data["inputs"]  # MLflow stores an example given with params as {"inputs": ..., "params": ...}
+    try:
+        return _example_from_json(data, info)
+    except (KeyError, TypeError, ValueError) as e:
+        raise ModelFormatError(f"the input example {fp!r} does not match its {info.get('type')!r} type: {e}") from e
+
+
+def _example_from_json(data: Any, info: dict) -> Any:
+    import numpy as np
+
     kind = info.get("type")
     if kind == "dataframe":
         import pandas as pd
@@ -118,9 +133,7 @@ def load_input_example(path: str, model: Model | None = None) -> Any:
 
 def load_serving_input_example(path: str, model: Model | None = None) -> bytes | None:
     """The raw bytes of ``serving_input_example.json`` (a ready ``/invocations`` body), if any."""
-    model = model or Model.load(path)
-    info = model.saved_input_example_info or {}
-    name = info.get("serving_input_path")
+    name = _example_info(path, model).get("serving_input_path")
     if not name or not os.path.isfile(os.path.join(path, name)):
         return None
     with open(os.path.join(path, name), "rb") as f:

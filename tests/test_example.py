@@ -2,6 +2,7 @@ import json
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from modelfmt.example import load_input_example, save_input_example
 from modelfmt.model import Model
@@ -42,3 +43,19 @@ def test_json_object_example(tmp_path):
     info = _save(tmp_path, ["a", "b"])
     assert info["type"] == "json_object"
     assert load_input_example(str(tmp_path)) == ["a", "b"]
+
+
+def test_malformed_example_info_or_file_is_a_model_format_error(tmp_path):
+    from modelfmt.errors import ModelFormatError
+    from modelfmt.example import load_input_example, load_serving_input_example
+    from modelfmt.model import Model
+
+    Model(saved_input_example_info="x").add_flavor("python_function").save(tmp_path)
+    with pytest.raises(ModelFormatError, match="saved_input_example_info"):
+        load_input_example(str(tmp_path))
+    with pytest.raises(ModelFormatError, match="saved_input_example_info"):
+        load_serving_input_example(str(tmp_path))
+    (tmp_path / "e.json").write_text("[1, 2]")
+    Model(saved_input_example_info={"type": "dataframe", "artifact_path": "e.json"}).save(tmp_path)
+    with pytest.raises(ModelFormatError, match="dataframe"):
+        load_input_example(str(tmp_path))
