@@ -165,7 +165,9 @@ def _read_body(environ: dict, limit: int) -> bytes:
         try:
             n = int(length)
         except ValueError:
-            raise PayloadError(f"invalid Content-Length {length!r}") from None
+            n = -1
+        if n < 0:  # gunicorn refuses these itself; other WSGI servers may pass them on
+            raise PayloadError(f"invalid Content-Length {length!r}")
         if n > limit:
             _discard(stream, n)
             raise PayloadTooLargeError(f"the body is {n} bytes, over the limit of {limit} bytes (--max-body-size)")

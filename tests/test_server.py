@@ -306,6 +306,17 @@ def test_ping_is_503_when_the_input_example_is_not_json(sklearn_model_path, tmp_
     assert resp.status_code == 200 and "input_example" not in resp.json
 
 
+def test_negative_content_length_is_400_in_process(sklearn_model_path):
+    """gunicorn refuses it itself; under another WSGI server read(-5) read the whole body, past the limit."""
+    import serving
+
+    client = serving.create_app(sklearn_model_path, max_body_size=16).test_client()
+    resp = client.post(
+        "/invocations", data=b"x" * 64, content_type="application/json", environ_overrides={"CONTENT_LENGTH": "-5"}
+    )
+    assert resp.status_code == 400 and "Content-Length" in resp.json["message"]
+
+
 def test_body_size_option_parsing():
     from serving.cli import parse_size
 
