@@ -186,9 +186,7 @@ def _to_arrays(preds: Any, rtype: Any) -> list:
     import pandas as pd
     from pyspark.sql.types import ArrayType
 
-    if isinstance(preds, pd.DataFrame):
-        preds = preds.to_numpy()
-    elif isinstance(preds, pd.Series):
+    if isinstance(preds, (pd.DataFrame, pd.Series)):
         preds = preds.to_numpy()
     elem = rtype.elementType
     arr = np.asarray(preds) if not isinstance(preds, np.ndarray) else preds

@@ -34,6 +34,7 @@ class Plan:
         self.strings: set = set()
         self.tensors: list = []
         self.numeric = False
+        self._index: Any = None  # the column names as a pandas Index, built on first use
         if schema is None or not schema.inputs:
             return
         self.names = schema.input_names()
@@ -52,7 +53,6 @@ class Plan:
             elif spec.type == DataType.string:
                 self.strings.add(key)
         self.numeric = all(s.type in _NUMERIC for s in schema.inputs)
-        self._index: Any = None  # the column names as a pandas Index, built on first use
 
     def column_index(self) -> Any:
         """``names`` as a pandas Index, built once: frames in schema order share it."""

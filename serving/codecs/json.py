@@ -16,6 +16,7 @@ from serving.codecs import JSON, register
 from serving.codecs._tables import (
     Plan,
     conform_array,
+    conform_frame,
     decode_binary,
     frame_from_rows,
     json_array,
@@ -108,8 +109,6 @@ def _frame_from_records(records: list, plan: Plan, body: bytes) -> Any:
         df = pd.DataFrame(records)
     except (ValueError, TypeError) as e:
         raise PayloadError(f"'dataframe_records' do not form a table: {e}") from None
-    from serving.codecs._tables import conform_frame
-
     return conform_frame(df, plan)
 
 
