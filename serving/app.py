@@ -106,7 +106,6 @@ def create_app(
     500 answers; ``model`` is an already loaded :class:`~flavors.pyfunc.PyFuncModel` to serve instead.
     """
     from serving import metrics
-    from serving.codecs import decode_request, encode_predictions
 
     app = Flask("modelfmt.serving")
     app.json = OrjsonProvider(app)
@@ -115,6 +114,16 @@ def create_app(
     state.warm_up()
     app.extensions["modelfmt"] = state
     counters = metrics.get()
+    _add_routes(app, state, counters, max_body_size)
+    _add_error_handlers(app, debug)
+    app.wsgi_app = counters.wrap(app.wsgi_app)  # type: ignore[method-assign]
+    return app
+
+
+def _add_routes(app: Flask, state: ScoringState, counters: Any, max_body_size: int) -> None:
+    from modelfmt import __version__
+    from serving import metrics
+    from serving.codecs import decode_request, encode_predictions
 
     @app.get("/ping")
     @app.get("/health")
@@ -125,8 +134,6 @@ def create_app(
 
     @app.get("/version")
     def version() -> Response:
-        from modelfmt import __version__
-
         return Response(__version__, 200, content_type="text/plain; charset=utf-8")
 
     @app.get("/metadata")
@@ -151,10 +158,6 @@ def create_app(
         predictions = state.model.predict(data, params=params)
         counters.rows.inc(_row_count(data))
         return Response(encode_predictions(predictions), 200, content_type=JSON_TYPE)
-
-    _add_error_handlers(app, debug)
-    app.wsgi_app = counters.wrap(app.wsgi_app)  # type: ignore[method-assign]
-    return app
 
 
 def _read_body(environ: dict, limit: int) -> bytes:
