@@ -208,13 +208,14 @@ class _PythonModelWrapper:
         self.raw_model = python_model
         self.context = context
         try:
-            names = list(inspect.signature(python_model.predict).parameters)
-        except (TypeError, ValueError):
-            names = ["context", "model_input", "params"]
+            parameters = inspect.signature(python_model.predict).parameters
+        except (TypeError, ValueError):  # no introspectable signature: assume the full form
+            parameters = dict.fromkeys(["context", "model_input", "params"])
+        names = list(parameters)
         # MLflow 3 allows ``predict(self, model_input, params=None)`` without ``context``.
         self._takes_context = "context" in names or len([n for n in names if n != "params"]) >= 2
         self._takes_params = "params" in names or any(
-            p.kind == p.VAR_KEYWORD for p in inspect.signature(python_model.predict).parameters.values()
+            p is not None and p.kind == p.VAR_KEYWORD for p in parameters.values()
         )
         from flavors._mlflow_names import predict_type_hints
 
