@@ -41,16 +41,18 @@ _LAZY = {
 __all__ = sorted(_LAZY) + ["save_model", "__version__"]
 
 
-def save_model(model: Any, path: str, **kwargs: Any) -> None:
-    """Save ``model`` to ``path`` with the flavor its type calls for (see ``flavors.<name>.save_model``)."""
+def save_model(model: Any, path: str, **kwargs: Any) -> Any:
+    """Save ``model`` to ``path`` with the flavor its type calls for (see ``flavors.<name>.save_model``).
+
+    Returns the saved ``Model`` (the ``MLmodel`` descriptor), as the flavors' ``save_model`` do.
+    """
     from modelfmt.registry import flavor_for, flavor_module
 
     flavor = flavor_for(model)
     module = flavor_module(flavor)
     if flavor == "python_function":
-        module.save_model(path, python_model=model, **kwargs)
-    else:
-        module.save_model(model, path, **kwargs)
+        return module.save_model(path, python_model=model, **kwargs)
+    return module.save_model(model, path, **kwargs)
 
 
 def __getattr__(name: str) -> Any:

@@ -90,8 +90,9 @@ def test_unknown_format_is_refused(tmp_path, elasticnet):
 
 
 def test_modelfmt_save_model_picks_sklearn(tmp_path, elasticnet):
-    modelfmt.save_model(elasticnet, str(tmp_path / "m"))
+    saved = modelfmt.save_model(elasticnet, str(tmp_path / "m"))
     assert "sklearn" in Model.load(tmp_path / "m").flavors
+    assert saved.model_uuid == Model.load(tmp_path / "m").model_uuid
 
 
 # -- predict functions and signatures ---------------------------------------------------------
