@@ -6,7 +6,7 @@ import os
 import pickle
 from typing import Any
 
-from flavors._common import copy_code_paths, finish_model, model_file
+from flavors._common import add_code_to_sys_path, copy_code_paths, finish_model, model_file
 from modelfmt.environment import pinned
 from modelfmt.errors import FlavorError, ModelFormatError, UnsafeModelError
 from modelfmt.io import atomic_model_dir
@@ -94,8 +94,10 @@ def load_model(path: str | os.PathLike, trusted_types: list[str] | None = None) 
     skops files are audited first: types outside skops' trusted set are refused, with their names,
     unless listed in ``trusted_types``.
     """
-    path = os.fspath(path)
-    return _load(path, Model.load(path), trusted_types)
+    path = os.path.abspath(os.fspath(path))
+    meta = Model.load(path)
+    add_code_to_sys_path(path, meta.flavor(FLAVOR_NAME).get("code"))  # as pyfunc.load_model does
+    return _load(path, meta, trusted_types)
 
 
 def _load(path: str, meta: Model, trusted_types: list[str] | None) -> Any:

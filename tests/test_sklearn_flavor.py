@@ -231,6 +231,32 @@ def test_code_paths_are_copied_and_importable(tmp_path, elasticnet, monkeypatch)
     assert mf_sk_helper.plus_one(mf_sk_pkg.VALUE) == 42
 
 
+def test_native_load_model_imports_code_paths(tmp_path, diabetes, monkeypatch):
+    import importlib
+    import sys
+
+    from sklearn.linear_model import LinearRegression
+    from sklearn.pipeline import make_pipeline
+
+    X, y = diabetes
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "mf_sk_scaler.py").write_text(
+        "from sklearn.base import BaseEstimator, TransformerMixin\n"
+        "class Half(TransformerMixin, BaseEstimator):\n"
+        "    def fit(self, X, y=None):\n        return self\n"
+        "    def transform(self, X):\n        return X / 2\n"
+    )
+    monkeypatch.setattr(sys, "path", [str(src), *sys.path])
+    pipe = make_pipeline(importlib.import_module("mf_sk_scaler").Half(), LinearRegression()).fit(X, y)
+    sk_flavor.save_model(pipe, str(tmp_path / "m"), code_paths=[str(src / "mf_sk_scaler.py")])
+    # A fresh process: the module is importable only from the model's code/ folder.
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p != str(src)])
+    monkeypatch.delitem(sys.modules, "mf_sk_scaler")
+    loaded = sk_flavor.load_model(str(tmp_path / "m"))
+    np.testing.assert_allclose(loaded.predict(X.head(3)), pipe.predict(X.head(3)))
+
+
 def test_missing_code_path_is_refused(tmp_path, elasticnet):
     with pytest.raises(ModelFormatError, match="does not exist"):
         sk_flavor.save_model(elasticnet, str(tmp_path / "m"), code_paths=[str(tmp_path / "nope.py")])
