@@ -51,7 +51,10 @@ def atomic_model_dir(path: str | os.PathLike, overwrite: bool = False) -> Iterat
             os.rmdir(old)
             os.replace(path, old)
             os.replace(tmp, path)
-            shutil.rmtree(old, ignore_errors=True)
+            if os.path.isdir(old):
+                shutil.rmtree(old, ignore_errors=True)
+            else:  # overwrite=True replaced a plain file
+                os.remove(old)
         else:
             os.replace(tmp, path)
     except BaseException:

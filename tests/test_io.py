@@ -37,3 +37,10 @@ def test_empty_existing_dir_is_fine(tmp_path):
     with atomic_model_dir(tmp_path / "m") as tmp:
         open(os.path.join(tmp, "f"), "w").write("1")
     assert (tmp_path / "m" / "f").exists()
+
+
+def test_overwrite_replaces_a_plain_file_without_leftovers(tmp_path):
+    (tmp_path / "m").write_text("not a model")
+    with atomic_model_dir(tmp_path / "m", overwrite=True) as tmp:
+        open(os.path.join(tmp, "f"), "w").write("1")
+    assert os.listdir(tmp_path) == ["m"] and (tmp_path / "m" / "f").read_text() == "1"
