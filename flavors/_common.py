@@ -65,14 +65,19 @@ def finish_model(
     pip_requirements: Any = None,
     extra_pip_requirements: Any = None,
     metadata: dict | None = None,
-    code: str | None = None,
+    code_paths: Iterable[str] | None = None,
     **pyfunc_conf: Any,
 ) -> Model:
-    """Write the example, environment files and ``MLmodel`` into ``path`` (a model being built).
+    """Copy ``code_paths`` and write the example, environment files and ``MLmodel`` into ``path``
+    (a model being built).
 
-    When there is an input example but no signature, the signature is inferred from the example and
-    ``predict(example)``, as MLflow does.
+    Every flavor block records the copied code as ``code``, as MLflow's do. When there is an input
+    example but no signature, the signature is inferred from the example and ``predict(example)``,
+    as MLflow does.
     """
+    code = copy_code_paths(path, code_paths)
+    for block in model.flavors.values():
+        block["code"] = code
     if input_example is not None:
         if signature is None:
             output = None

@@ -10,7 +10,7 @@ import logging
 import os
 from typing import Any
 
-from flavors._common import copy_code_paths, finish_model, model_file
+from flavors._common import finish_model, model_file
 from modelfmt.environment import pinned
 from modelfmt.errors import FlavorError, ModelFormatError, SchemaError
 from modelfmt.io import atomic_model_dir
@@ -86,14 +86,12 @@ def save_model(
             raise FlavorError(f"cannot write the ONNX model: {e}") from e
         if large:
             _check(file)  # over protobuf's 2 GiB limit the checker reads the file and its external data
-        code = copy_code_paths(tmp, code_paths)
         model = Model().add_flavor(
             FLAVOR_NAME,
             onnx_version=onnx.__version__,
             data=MODEL_FILE,
             providers=providers,
             onnx_session_options=onnx_session_options,
-            code=code,
         )
 
         def _predict(example: Any) -> Any:
@@ -110,7 +108,7 @@ def save_model(
             pip_requirements=pip_requirements,
             extra_pip_requirements=extra_pip_requirements,
             metadata=metadata,
-            code=code,
+            code_paths=code_paths,
             data=MODEL_FILE,
         )
 

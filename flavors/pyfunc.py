@@ -9,7 +9,7 @@ import pickle
 import shutil
 from typing import Any
 
-from flavors._common import add_code_to_sys_path, copy_code_paths, finish_model
+from flavors._common import add_code_to_sys_path, finish_model
 from modelfmt.enforce import enforce_params, enforce_schema
 from modelfmt.environment import pinned, warn_version_mismatches
 from modelfmt.errors import FlavorError, ModelfmtError, ModelFormatError, PredictionError
@@ -119,7 +119,6 @@ def save_model(
                 cloudpickle.dump(python_model, f)
         except (pickle.PicklingError, TypeError, AttributeError) as e:
             raise FlavorError(f"cannot serialise {type(python_model).__name__} with cloudpickle: {e}") from e
-        code = copy_code_paths(tmp, code_paths)
 
         def _predict(example: Any) -> Any:
             wrapper = _load_python_model(tmp, saved_artifacts, model_config)
@@ -147,7 +146,7 @@ def save_model(
             pip_requirements=pip_requirements,
             extra_pip_requirements=extra_pip_requirements,
             metadata=metadata,
-            code=code,
+            code_paths=code_paths,
             **conf,
         )
 

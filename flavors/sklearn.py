@@ -6,7 +6,7 @@ import os
 import pickle
 from typing import Any
 
-from flavors._common import add_code_to_sys_path, copy_code_paths, finish_model, model_file
+from flavors._common import add_code_to_sys_path, finish_model, model_file
 from modelfmt.environment import pinned
 from modelfmt.errors import FlavorError, ModelFormatError, UnsafeModelError
 from modelfmt.io import atomic_model_dir
@@ -46,13 +46,11 @@ def save_model(
     file_name = _FILE_NAMES[serialization_format]
     with atomic_model_dir(path, overwrite) as tmp:
         _dump(sk_model, os.path.join(tmp, file_name), serialization_format)
-        code = copy_code_paths(tmp, code_paths)
         model = Model().add_flavor(
             FLAVOR_NAME,
             pickled_model=file_name,
             sklearn_version=sklearn.__version__,
             serialization_format=serialization_format,
-            code=code,
             skops_trusted_types=None,
         )
         serializer = "skops" if serialization_format == "skops" else "cloudpickle"
@@ -67,7 +65,7 @@ def save_model(
             pip_requirements=pip_requirements,
             extra_pip_requirements=extra_pip_requirements,
             metadata=metadata,
-            code=code,
+            code_paths=code_paths,
             model_path=file_name,
             predict_fn=pyfunc_predict_fn,
         )

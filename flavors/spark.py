@@ -12,7 +12,7 @@ import os
 import uuid
 from typing import Any
 
-from flavors._common import add_code_to_sys_path, copy_code_paths, finish_model, model_file
+from flavors._common import add_code_to_sys_path, finish_model, model_file
 from modelfmt.environment import pinned
 from modelfmt.errors import FlavorError, ModelFormatError
 from modelfmt.io import atomic_model_dir
@@ -81,12 +81,10 @@ def save_model(
     spark = spark_session()
     with atomic_model_dir(path, overwrite) as tmp:
         _write(spark, spark_model, os.path.join(tmp, MODEL_DATA), dfs_tmpdir)
-        code = copy_code_paths(tmp, code_paths)
         model = Model().add_flavor(
             FLAVOR_NAME,
             pyspark_version=pyspark.__version__,
             model_data=MODEL_DATA,
-            code=code,
             model_class=f"{type(spark_model).__module__}.{type(spark_model).__name__}",
         )
         wrapper = _SparkModelWrapper(spark, spark_model)
@@ -101,7 +99,7 @@ def save_model(
             pip_requirements=pip_requirements,
             extra_pip_requirements=extra_pip_requirements,
             metadata=metadata,
-            code=code,
+            code_paths=code_paths,
             data=MODEL_DATA,
         )
 
