@@ -118,9 +118,7 @@ def _convert_column(col: Any, spec: ColSpec, name: str) -> Any:
     if t in (DataType.string, DataType.binary):
         want = str if t == DataType.string else (bytes, bytearray)
         if kind == object or pd.api.types.is_string_dtype(kind):
-            bad = [v for v in col if not (isinstance(v, want) or v is None or v is pd.NA or (isinstance(v, float) and np.isnan(v)))]
-            if bad:
-                raise _incompatible(name, t.value, f"a value of type {type(bad[0]).__name__} ({bad[0]!r:.40})")
+            _check_values(col, want, name, t.value)
             return col.astype(object)
         raise _incompatible(name, t.value, kind)
     if t == DataType.datetime:
@@ -136,8 +134,21 @@ def _convert_column(col: Any, spec: ColSpec, name: str) -> Any:
         if pd.api.types.is_bool_dtype(kind):
             # A nullable ``boolean`` column with missing values stays nullable (NA has no bool value).
             return col.astype(bool) if kind != bool and not col.isna().any() else col
+        if kind == object:  # booleans with nulls (e.g. JSON records): kept as they are, as MLflow does
+            _check_values(col, (bool, np.bool_), name, "boolean")
+            return col
         raise _incompatible(name, "boolean", kind)
     return _convert_numeric(col, t, name)
+
+
+def _check_values(col: Any, want: type | tuple, name: str, expected: str) -> None:
+    """Refuse an object column holding a value (other than a null) that is not of type ``want``."""
+    import numpy as np
+    import pandas as pd
+
+    for v in col:
+        if not (isinstance(v, want) or v is None or v is pd.NA or (isinstance(v, float) and np.isnan(v))):
+            raise _incompatible(name, expected, f"a value of type {type(v).__name__} ({v!r:.40})")
 
 
 def _convert_numeric(col: Any, t: DataType, name: str) -> Any:

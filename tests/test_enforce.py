@@ -136,3 +136,11 @@ def test_callers_frame_is_not_changed():
     df = pd.DataFrame(np.ones((2, 2)))
     enforce_schema(df, schema)
     assert list(df.columns) == [0, 1]
+
+
+def test_object_boolean_column_with_nulls_is_accepted_and_other_values_refused():
+    schema = Schema([ColSpec("boolean", "f", required=False)])
+    out = enforce_schema([{"f": True}, {"f": None}], schema)
+    assert out["f"].tolist() == [True, None]
+    with pytest.raises(SchemaError, match="'f'.*str"):
+        enforce_schema([{"f": True}, {"f": "yes"}], schema)
