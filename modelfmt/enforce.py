@@ -12,7 +12,7 @@ from typing import Any
 
 from modelfmt.errors import ParamsError, SchemaError
 from modelfmt.signature import ColSpec, ParamSchema, ParamSpec, Schema, TensorSpec
-from modelfmt.types import Array, DataType, Map, Object, SparkMLVector, type_name
+from modelfmt.types import AnyType, Array, DataType, Map, Object, SparkMLVector, type_name
 
 _log = logging.getLogger(__name__)
 
@@ -109,6 +109,8 @@ def _convert_column(col: Any, spec: ColSpec, name: str) -> Any:
     import pandas as pd
 
     t = spec.type
+    if isinstance(t, AnyType):
+        return col
     if not isinstance(t, DataType):
         return _check_nested(col, t, name)
     kind = col.dtype

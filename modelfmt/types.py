@@ -129,7 +129,20 @@ class SparkMLVector:
         return "SparkMLVector()"
 
 
-ColType = Union[DataType, Array, Object, Map, SparkMLVector]
+class AnyType:
+    """Any value at all: ``{"type": "any"}``, which MLflow infers from ``None`` and empty lists or dicts."""
+
+    def to_dict(self) -> dict:
+        return {"type": "any"}
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, AnyType)
+
+    def __repr__(self) -> str:
+        return "AnyType()"
+
+
+ColType = Union[DataType, Array, Object, Map, SparkMLVector, AnyType]
 
 
 def type_to_dict(dtype: ColType) -> dict:
@@ -155,6 +168,8 @@ def type_from_dict(d: dict) -> ColType:
         return Map(type_from_dict(d["values"]))
     if kind == "sparkml_vector":
         return SparkMLVector()
+    if kind == "any":
+        return AnyType()
     try:
         return DataType(kind)
     except ValueError:
@@ -171,4 +186,6 @@ def type_name(dtype: ColType) -> str:
         return f"map<{type_name(dtype.value_type)}>"
     if isinstance(dtype, SparkMLVector):
         return "sparkml_vector"
+    if isinstance(dtype, AnyType):
+        return "any"
     return "object{" + ", ".join(f"{p.name}: {type_name(p.dtype)}" for p in dtype.properties) + "}"

@@ -84,3 +84,21 @@ def test_sparkml_vector_type_reads_and_writes():
 
     out = enforce_schema(pd.DataFrame({"features": [[1.0, 2.0], np.array([3.0, 4.0])]}), schema)
     assert len(out) == 2
+
+
+def test_mlflow_any_type_reads_writes_and_passes_values_through():
+    import pandas as pd
+
+    from modelfmt.enforce import enforce_schema
+    from modelfmt.types import AnyType
+
+    text = (
+        '[{"type": "any", "name": "x", "required": false}, '
+        '{"type": "array", "items": {"type": "any"}, "name": "y", "required": true}]'
+    )
+    schema = Schema.from_json(text)
+    assert schema.inputs[0].type == AnyType() and schema.inputs[1].type == Array(AnyType())
+    assert schema.to_dict() == json.loads(text)
+    df = pd.DataFrame({"x": [None, 1.5], "y": [[], [1, "b"]]}, dtype=object)
+    out = enforce_schema(df, schema)
+    assert out["x"].tolist() == [None, 1.5] and out["y"].tolist() == [[], [1, "b"]]
