@@ -29,7 +29,7 @@ if not os.path.exists(MLFLOW_PYTHON):
     pytest.skip(f"no MLflow venv at {MLFLOW_PYTHON} (make mlflow-venv)", allow_module_level=True)
 
 MLFLOW_MODELS = ["sk_skops", "sk_cloudpickle", "pf_context", "pf_nocontext", "pf_ndarray", "pf_typehint",
-                 "pf_params", "pf_code_paths", "pf_function", "pf_compressed"]
+                 "pf_params", "pf_code_paths", "pf_function", "pf_compressed", "pf_any_column"]
 MLFLOW_PARAMS = {"pf_params": {"scale": 3.0}}
 
 
@@ -309,6 +309,9 @@ def test_mlflow_signatures_and_examples_read_by_us(interop):
         assert json.loads(sig.inputs.to_json()) == json.loads(raw["inputs"]), name
         if raw.get("params"):
             assert json.loads(sig.params.to_json()) == json.loads(raw["params"]), name
+    from modelfmt.types import AnyType
+
+    assert Model.load(base / "pf_any_column").signature.inputs.inputs[2].type == AnyType()
     sk = load_input_example(str(base / "sk_skops"))
     assert isinstance(sk, pd.DataFrame) and list(sk.columns)[:2] == ["age", "sex"] and len(sk) == 3
     nd = load_input_example(str(base / "pf_ndarray"))

@@ -56,6 +56,13 @@ class NoContext(mlflow.pyfunc.PythonModel):
         return np.asarray(model_input).sum(axis=1)
 
 
+class SumAB(mlflow.pyfunc.PythonModel):
+    """Reads columns a and b; the example's all-null column gets MLflow's 'any' type."""
+
+    def predict(self, model_input, params=None):
+        return (model_input["a"] + model_input["b"]).to_numpy()
+
+
 class TypeHinted(mlflow.pyfunc.PythonModel):
     """A list[str] hint: MLflow wraps predict with helpers from mlflow.pyfunc.utils.data_validation."""
 
@@ -183,6 +190,9 @@ def save_all():
                              input_example=pd.DataFrame({"a": [1.0, 2.0], "b": [10.0, 20.0]}))
     del os.environ["MLFLOW_LOG_MODEL_COMPRESSION"]
     saved["pf_compressed"] = {}
+    mlflow.pyfunc.save_model(f"{OUT}/pf_any_column", python_model=SumAB(), pip_requirements=REQS,
+                             input_example=pd.DataFrame({"a": [1.0, 2.0], "b": [10.0, 20.0], "note": [None, None]}))
+    saved["pf_any_column"] = {}
     mlflow.pyfunc.save_model(f"{OUT}/pf_unmappable", python_model=HoldsMlflowObject(), pip_requirements=REQS)
 
     expected = {name: _expected(f"{OUT}/{name}", params) for name, params in saved.items()}
