@@ -67,6 +67,7 @@ def _enforce_columns(data: Any, schema: Schema) -> Any:
     import pandas as pd
 
     df = _to_frame(data, schema)
+    _refuse_duplicates(df.columns)
     if not schema.has_input_names():
         specs = schema.inputs
         if len(df.columns) < len(specs):
@@ -77,6 +78,7 @@ def _enforce_columns(data: Any, schema: Schema) -> Any:
         return df.copy(deep=False)  # already right (e.g. built by the server's codecs): skip the rebuild
     if not all(isinstance(c, str) for c in df.columns):
         df = df.rename(columns=str)  # a copy: the caller's frame keeps its labels
+        _refuse_duplicates(df.columns)  # 0 and "0" are now the same column
     missing = [s.name for s in schema.inputs if s.required and s.name not in df.columns]
     if missing:
         raise SchemaError(
@@ -85,6 +87,12 @@ def _enforce_columns(data: Any, schema: Schema) -> Any:
         )
     present = [s for s in schema.inputs if s.name in df.columns]
     return pd.DataFrame({s.name: _convert_column(df[s.name], s, s.name) for s in present}, index=df.index)
+
+
+def _refuse_duplicates(columns: Any) -> None:
+    if columns.has_duplicates:  # cached by pandas: free on the per-call path
+        dups = sorted({str(c) for c in columns[columns.duplicated()]})
+        raise SchemaError(f"input column(s) {', '.join(map(repr, dups))} appear more than once")
 
 
 _PLAIN_DTYPES = (DataType.boolean, DataType.integer, DataType.long, DataType.float, DataType.double)

@@ -144,3 +144,11 @@ def test_object_boolean_column_with_nulls_is_accepted_and_other_values_refused()
     assert out["f"].tolist() == [True, None]
     with pytest.raises(SchemaError, match="'f'.*str"):
         enforce_schema([{"f": True}, {"f": "yes"}], schema)
+
+
+def test_duplicate_input_columns_are_a_schema_error():
+    df = pd.DataFrame([[1.0, 2.0, 3.0]], columns=["a", "a", "b"])
+    with pytest.raises(SchemaError, match="'a' appear more than once"):
+        enforce_schema(df, Schema([ColSpec("double", "a"), ColSpec("double", "b")]))
+    with pytest.raises(SchemaError, match="'0' appear more than once"):
+        enforce_schema(pd.DataFrame([[1.0, 2.0]], columns=[0, "0"]), Schema([ColSpec("double", "0")]))
