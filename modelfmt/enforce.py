@@ -40,7 +40,7 @@ def _to_frame(data: Any, schema: Schema) -> Any:
     if isinstance(data, pd.Series):
         return data.to_frame() if data.name is not None or not names else pd.DataFrame({names[0]: data})
     if isinstance(data, dict):
-        if all(np.ndim(v) == 0 or isinstance(v, dict) for v in data.values()):
+        if all(isinstance(v, dict) or _is_scalar(v) for v in data.values()):
             return pd.DataFrame([data])
         try:
             return pd.DataFrame({k: list(v) if isinstance(v, np.ndarray) and v.ndim > 1 else v for k, v in data.items()})
@@ -61,6 +61,15 @@ def _to_frame(data: Any, schema: Schema) -> Any:
             f"input of shape {arr.shape} does not fit a schema of {len(schema.inputs)} column(s) {names or ''}"
         )
     raise SchemaError(f"cannot read input of type {type(data).__name__} as a table")
+
+
+def _is_scalar(value: Any) -> bool:
+    import numpy as np
+
+    try:
+        return np.ndim(value) == 0
+    except ValueError:  # a ragged nested list: a column of lists, not a scalar
+        return False
 
 
 def _enforce_columns(data: Any, schema: Schema) -> Any:
@@ -224,27 +233,31 @@ def _enforce_tensors(data: Any, schema: Schema) -> Any:
     import pandas as pd
 
     specs = schema.inputs
-    if len(specs) == 1 and specs[0].name is None or (len(specs) == 1 and not isinstance(data, dict)):
+    if len(specs) == 1 and (specs[0].name is None or not isinstance(data, dict)):
         spec = specs[0]
         if isinstance(data, dict) and len(data) == 1:
             data = next(iter(data.values()))
         if isinstance(data, pd.DataFrame):
             data = data.to_numpy()
-        return _enforce_tensor(np.asarray(data) if not isinstance(data, np.ndarray) else data, spec, spec.name)
+        return _enforce_tensor(data, spec, spec.name)
     if isinstance(data, pd.DataFrame):
-        data = {c: np.asarray(data[c].tolist()) for c in data.columns}
+        data = {c: data[c].tolist() for c in data.columns}
     if not isinstance(data, dict):
         raise SchemaError(f"model expects named tensors {schema.input_names()}, got {type(data).__name__}")
     missing = [s.name for s in specs if s.name not in data]
     if missing:
         raise SchemaError(f"missing input tensor(s): {', '.join(map(repr, missing))}")
-    return {s.name: _enforce_tensor(np.asarray(data[s.name]), s, s.name) for s in specs}
+    return {s.name: _enforce_tensor(data[s.name], s, s.name) for s in specs}
 
 
-def _enforce_tensor(arr: Any, spec: TensorSpec, name: str | None) -> Any:
+def _enforce_tensor(data: Any, spec: TensorSpec, name: str | None) -> Any:
     import numpy as np
 
     label = f"tensor {name!r}" if name else "input tensor"
+    try:
+        arr = data if isinstance(data, np.ndarray) else np.asarray(data)
+    except ValueError:
+        raise SchemaError(f"{label}: rows of different lengths do not make a tensor of shape {spec.shape}") from None
     if arr.dtype == object:
         try:
             arr = arr.astype(spec.dtype)

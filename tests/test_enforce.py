@@ -152,3 +152,12 @@ def test_duplicate_input_columns_are_a_schema_error():
         enforce_schema(df, Schema([ColSpec("double", "a"), ColSpec("double", "b")]))
     with pytest.raises(SchemaError, match="'0' appear more than once"):
         enforce_schema(pd.DataFrame([[1.0, 2.0]], columns=[0, "0"]), Schema([ColSpec("double", "0")]))
+
+
+def test_ragged_lists_are_schema_errors_or_list_columns():
+    with pytest.raises(SchemaError, match="different lengths"):
+        enforce_schema([[1.0, 2.0, 3.0], [3.0]], Schema([TensorSpec("float32", (-1, 3))]))
+    with pytest.raises(SchemaError, match="'y'.*different lengths"):
+        enforce_schema({"x": [1.0], "y": [[1, 2], [3]]}, Schema([TensorSpec("float64", (-1,), "x"), TensorSpec("int64", (-1, 2), "y")]))
+    with pytest.raises(SchemaError, match="'a'"):
+        enforce_schema({"a": [[1, 2], [3]]}, Schema([ColSpec("double", "a")]))
