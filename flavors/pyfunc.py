@@ -251,7 +251,12 @@ def _load_python_model(
         name: os.path.join(path, a["path"] if isinstance(a, dict) else a) for name, a in (artifacts or {}).items()
     }
     context = PythonModelContext(abs_artifacts, model_config)
-    python_model.load_context(context)
+    try:
+        python_model.load_context(context)
+    except ModelfmtError:
+        raise
+    except Exception as e:  # noqa: BLE001 - the user's code: its failure means "this model cannot load"
+        raise ModelFormatError(f"{type(python_model).__name__}.load_context failed: {type(e).__name__}: {e}") from e
     return _PythonModelWrapper(python_model, context)
 
 

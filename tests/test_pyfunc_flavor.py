@@ -360,3 +360,17 @@ def test_models_from_code_are_refused_clearly(tmp_path):
     meta.save(path)
     with pytest.raises(ModelFormatError, match="models from code"):
         pyfunc.load_model(path)
+
+
+def test_failing_load_context_is_a_model_format_error(tmp_path):
+    class Broken(PythonModel):
+        def load_context(self, context):
+            raise KeyError("tokenizer")
+
+        def predict(self, context, model_input, params=None):
+            return model_input
+
+    model = Broken()
+    pyfunc.save_model(str(tmp_path / "m"), python_model=model)
+    with pytest.raises(ModelFormatError, match="Broken.load_context failed: KeyError"):
+        pyfunc.load_model(str(tmp_path / "m"))
