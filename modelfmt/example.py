@@ -6,40 +6,11 @@ import os
 from typing import Any
 
 from modelfmt.errors import ModelFormatError
+from modelfmt.jsonenc import dumps
 from modelfmt.model import Model
 
 INPUT_EXAMPLE_FILE = "input_example.json"
 SERVING_INPUT_FILE = "serving_input_example.json"
-
-
-def _json_default(value: Any) -> Any:
-    import datetime
-
-    import numpy as np
-
-    if isinstance(value, (datetime.datetime, datetime.date)):
-        return value.isoformat()
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, (bytes, bytearray)):
-        import base64
-
-        return base64.b64encode(value).decode("ascii")
-    if hasattr(value, "isoformat"):
-        return value.isoformat()
-    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
-
-
-def dumps(obj: Any, indent: bool = False) -> bytes:
-    """JSON bytes for example and prediction data (numpy, dates and NaN handled)."""
-    import orjson
-
-    opts = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
-    if indent:
-        opts |= orjson.OPT_INDENT_2
-    return orjson.dumps(obj, default=_json_default, option=opts)
 
 
 def frame_to_split(df: Any) -> dict:

@@ -22,6 +22,7 @@ from modelfmt.errors import (
     PayloadTooLargeError,
     UnsupportedMediaTypeError,
 )
+from modelfmt.jsonenc import dumps
 
 DEFAULT_MAX_BODY_SIZE = 100 * 1024 * 1024
 JSON_TYPE = "application/json"
@@ -34,8 +35,6 @@ class OrjsonProvider(JSONProvider):
     """Flask's JSON through orjson (numpy values included)."""
 
     def dumps(self, obj: Any, **kwargs: Any) -> str:
-        from serving.codecs.json import dumps
-
         return dumps(obj).decode("utf-8")
 
     def loads(self, s: str | bytes, **kwargs: Any) -> Any:
@@ -67,8 +66,6 @@ class ScoringState:
 
     def _metadata_body(self) -> bytes:
         import orjson
-
-        from serving.codecs.json import dumps
 
         doc = self.model.metadata.to_dict()
         if self.example is not None:
@@ -205,8 +202,6 @@ def _row_count(data: Any) -> int:
 
 
 def _error(code: str, message: str, status: int, extra: dict | None = None) -> Response:
-    from serving.codecs.json import dumps
-
     return Response(dumps({"error_code": code, "message": message, **(extra or {})}), status, content_type=JSON_TYPE)
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from modelfmt.errors import PayloadError, UnsupportedMediaTypeError
+from modelfmt.jsonenc import dumps
 
 # decode(body, schema) -> (data, params or None)
 Decoder = Callable[[bytes, Any], "tuple[Any, dict | None]"]
@@ -88,8 +89,6 @@ def encode_predictions(predictions: Any) -> bytes:
     A DataFrame becomes a list of records, a Series a list of one-key records, an array nested lists,
     a dict of arrays a dict of lists; NaN becomes ``null``.
     """
-    from serving.codecs.json import dumps
-
     return dumps({"predictions": predictions})
 
 
