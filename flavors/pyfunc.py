@@ -216,16 +216,15 @@ class _PythonModelWrapper:
         self._takes_params = "params" in names or any(
             p is not None and p.kind == p.VAR_KEYWORD for p in parameters.values()
         )
-        from flavors._mlflow_names import predict_type_hints
+        from flavors._mlflow_names import convert_to_hint, predict_type_hints
 
         # As MLflow: a ``list[...]`` hint on the input turns the (enforced) DataFrame into a list.
         self._input_hint = predict_type_hints(python_model).input
+        self._convert_to_hint = convert_to_hint
 
     def predict(self, data: Any, params: dict | None = None) -> Any:
         if self._input_hint is not None:
-            from flavors._mlflow_names import convert_to_hint
-
-            data = convert_to_hint(data, self._input_hint)
+            data = self._convert_to_hint(data, self._input_hint)
         args = (self.context, data) if self._takes_context else (data,)
         if self._takes_params:
             return self.python_model.predict(*args, params=params)

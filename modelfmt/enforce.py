@@ -229,7 +229,6 @@ def _check_nested(col: Any, t: Any, name: str) -> Any:
 
 # -- tensors -----------------------------------------------------------------------------------
 def _enforce_tensors(data: Any, schema: Schema) -> Any:
-    import numpy as np
     import pandas as pd
 
     specs = schema.inputs
