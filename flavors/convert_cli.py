@@ -46,7 +46,7 @@ def convert(model: str, target: str, output: str | None, data_path: str | None, 
 
     Exit status: 0 written, 1 the model cannot be converted or the two disagree, 2 bad input.
     """
-    from modelfmt.cli_info import fail
+    from modelfmt.cli import fail
 
     try:
         if target not in TARGETS:

@@ -42,6 +42,14 @@ class LazyGroup(click.Group):
         return super().get_command(ctx, name)
 
 
+def fail(e: BaseException, debug: bool) -> None:
+    """One clear line on stderr and exit 2 (the traceback only with ``--debug``)."""
+    if debug:
+        raise e
+    click.echo(f"modelfmt: error: {e}", err=True)
+    sys.exit(2)
+
+
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="modelfmt", prog_name="modelfmt")
 def cli() -> None:

@@ -3,20 +3,12 @@
 from __future__ import annotations
 
 import os
-import sys
 from typing import Any
 
 import click
 
+from modelfmt.cli import fail
 from modelfmt.errors import ModelfmtError
-
-
-def fail(e: BaseException, debug: bool) -> None:
-    """One clear line on stderr and exit 2 (the traceback only with ``--debug``)."""
-    if debug:
-        raise e
-    click.echo(f"modelfmt: error: {e}", err=True)
-    sys.exit(2)
 
 
 def _human_size(n: int | None) -> str:

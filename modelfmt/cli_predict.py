@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from modelfmt.cli_info import fail
+from modelfmt.cli import fail
 from modelfmt.errors import ModelfmtError, PayloadError
 
 FORMATS = ("json", "csv", "parquet")

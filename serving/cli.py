@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import sys
 from decimal import Decimal
 
 import click
@@ -57,14 +56,14 @@ def _env(name: str) -> dict:
 def serve(model: str, host: str, port: int, workers: int | None, threads: int, timeout: float,
           max_body_size: int, debug: bool) -> None:
     """Serve MODEL over HTTP with MLflow's scoring protocol (POST /invocations) until SIGTERM or Ctrl-C."""
+    from modelfmt.cli import fail
     from modelfmt.errors import ModelfmtError
     from modelfmt.model import Model
 
     try:
         Model.load(model)  # a wrong path fails here, in one line, before any worker starts
     except ModelfmtError as e:
-        click.echo(f"modelfmt: error: {e}", err=True)
-        sys.exit(2)
+        fail(e, debug)
     from serving.server import run
 
     run(model, host=host, port=port, workers=workers, threads=threads, timeout=timeout,
