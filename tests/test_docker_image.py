@@ -133,6 +133,9 @@ _PROCS = (
     "        uid = next(ln.split()[1] for ln in open(f'/proc/{p}/status') if ln.startswith('Uid:'))\n"
     "    except OSError:\n"
     "        continue\n"
+    # An empty cmdline is a `docker exec` (e.g. the HEALTHCHECK's) caught before it execs as the image's user.
+    "    if argv == [b'']:\n"
+    "        continue\n"
     "    out.append([int(p), uid, argv[2].decode() if len(argv) > 2 else ''])\n"
     "print(json.dumps(out))"
 )
