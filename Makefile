@@ -7,7 +7,7 @@ MLFLOW_VENV ?= bench/.venv-mlflow
 MLFLOW_VERSION ?= 3.18.0
 MLFLOW_BASE_VERSION ?= 3.17.2
 
-.PHONY: demo test install install-test java mlflow-venv docker-setup bench clean
+.PHONY: demo test lint install install-test java mlflow-venv docker-setup bench clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -47,8 +47,18 @@ demo: install
 docker-setup:
 	sh scripts/docker-setup.sh
 
-test: install-test java mlflow-venv docker-setup
-	MODELFMT_MLFLOW_PYTHON=$(abspath $(MLFLOW_VENV))/bin/python $(PY) -m pytest -q -p no:cacheprovider tests
+# mypy sees the package as it installs (modelfmt.flavors, modelfmt.serving): a staged tree of links.
+TYPECHECK := build/typecheck
+lint: install-test
+	$(VENV)/bin/ruff check modelfmt flavors serving
+	rm -rf $(TYPECHECK) && mkdir -p $(TYPECHECK)/modelfmt
+	for f in modelfmt/*; do ln -s $(abspath .)/$$f $(TYPECHECK)/modelfmt/; done
+	ln -s $(abspath flavors) $(TYPECHECK)/modelfmt/flavors
+	ln -s $(abspath serving) $(TYPECHECK)/modelfmt/serving
+	cd $(TYPECHECK) && $(abspath $(VENV))/bin/mypy --config-file $(abspath pyproject.toml) -p modelfmt
+
+test: lint install-test java mlflow-venv docker-setup
+	MODELFMT_MLFLOW_PYTHON=$(abspath $(MLFLOW_VENV))/bin/python $(PY) -P -m pytest -q -p no:cacheprovider tests
 
 clean:
 	rm -rf $(VENV) $(MLFLOW_VENV) build *.egg-info

@@ -28,7 +28,7 @@ def _save_models(tmp: str) -> tuple[str, str]:
     from sklearn.datasets import load_diabetes
     from sklearn.linear_model import ElasticNet, Ridge
 
-    from flavors import sklearn as sk
+    from modelfmt.flavors import sklearn as sk
 
     X, y = load_diabetes(return_X_y=True, as_frame=True)
     a, b = os.path.join(tmp, "elasticnet"), os.path.join(tmp, "ridge")
@@ -38,7 +38,7 @@ def _save_models(tmp: str) -> tuple[str, str]:
 
 
 def _timed_build(model: str, tag: str, base: str, wheel: str, no_cache: bool = False) -> float:
-    from serving.docker import build_docker
+    from modelfmt.serving.docker.build import build_docker
 
     started = time.perf_counter()
     with open(os.devnull, "w") as devnull:
@@ -55,7 +55,7 @@ def _timed_build(model: str, tag: str, base: str, wheel: str, no_cache: bool = F
 def _start_to_ping(tag: str) -> float:
     import requests
 
-    from serving.server import free_port
+    from modelfmt.serving.testing import free_port
 
     port = free_port()
     started = time.perf_counter()
@@ -111,8 +111,8 @@ def main() -> None:
     parser.add_argument("--base-image", default=os.environ.get("MODELFMT_TEST_BASE_IMAGE", "modelfmt-base:bookworm"))
     parser.add_argument("--runs", type=int, default=3)
     args = parser.parse_args()
-    from serving import docker_cli, docker_wheels
-    from serving.docker import generate_dockerfile
+    from modelfmt.serving.docker import client as docker_cli, wheels as docker_wheels
+    from modelfmt.serving.docker.build import generate_dockerfile
 
     docker_cli.check_daemon()
     dangling_before = _dangling()

@@ -70,8 +70,8 @@ def build(base: str, trees: int) -> tuple[dict, object]:
     from sklearn.ensemble import RandomForestRegressor
     from sklearn.linear_model import ElasticNet
 
-    from flavors import sklearn as sk_flavor
-    from flavors.convert import convert_sklearn_to_onnx
+    from modelfmt.flavors import sklearn as sk_flavor
+    from modelfmt.flavors.onnx.convert import convert_sklearn_to_onnx
 
     X, y = load_diabetes(return_X_y=True, as_frame=True)
     big = X.sample(1000, replace=True, random_state=0).reset_index(drop=True)

@@ -46,7 +46,7 @@ def save_model(path: str) -> tuple[str, str, list]:
     from sklearn.datasets import load_diabetes
     from sklearn.linear_model import ElasticNet
 
-    from flavors import sklearn as sk_flavor
+    from modelfmt.flavors import sklearn as sk_flavor
 
     X, y = load_diabetes(return_X_y=True, as_frame=True)
     model = ElasticNet(alpha=0.05, l1_ratio=0.5).fit(X, y)
@@ -116,7 +116,7 @@ class Server:
 
 
 def servers(model: str, workers: int, tmp: str) -> list[Server]:
-    from serving.server import free_port
+    from modelfmt.serving.testing import free_port
 
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MODELFMT_", "PROMETHEUS_"))}
     ours = Server(

@@ -160,7 +160,7 @@ def save_model(path):
     from sklearn.datasets import load_diabetes
     from sklearn.linear_model import ElasticNet
 
-    from flavors import sklearn as sk_flavor
+    from modelfmt.flavors import sklearn as sk_flavor
 
     X, y = load_diabetes(return_X_y=True, as_frame=True)
     model = ElasticNet(alpha=0.05, l1_ratio=0.5).fit(X, y)
@@ -199,7 +199,7 @@ def main():
     if args.mlflow_worker:
         return mlflow_worker(args.mlflow_worker, args.rows)
 
-    from serving.spark_udf import spark_udf
+    from modelfmt.serving.spark.udf import spark_udf
 
     model_path = os.path.join(tempfile.mkdtemp(prefix="bench-spark-"), "elasticnet")
     estimator = save_model(model_path)

@@ -43,7 +43,7 @@ def main() -> None:
     model = modelfmt.load_model(args.out)
     print("in-line predictions:", np.round(model.predict(example), 3).tolist())
 
-    from serving.server import serving
+    from modelfmt.serving.testing import serving
 
     body = load_serving_input_example(args.out)
     with serving(args.out) as url:

@@ -117,7 +117,7 @@ def _validate_model_input(args: tuple, kwargs: dict, index: int, type_hint: Any,
 
 @functools.lru_cache(maxsize=None)
 def _function_python_model() -> type:
-    from flavors.pyfunc import PythonModel
+    from modelfmt.flavors.pyfunc import PythonModel
 
     class _FunctionPythonModel(PythonModel):
         """Stand-in for MLflow's wrapper of a plain function saved as ``python_model``."""
@@ -147,7 +147,7 @@ def open_pickle_file(path: str, compression: str | None = None) -> IO[bytes]:
 
 
 def _stand_ins() -> dict[tuple[str, str], Any]:
-    from flavors import pyfunc
+    from modelfmt.flavors import pyfunc
 
     return {
         ("mlflow.pyfunc.model", "PythonModel"): pyfunc.PythonModel,

@@ -9,13 +9,13 @@ import pickle
 import shutil
 from typing import Any
 
-from flavors._common import add_code_to_sys_path, finish_model
+from modelfmt.flavors._common import add_code_to_sys_path, finish_model
 from modelfmt.enforce import enforce_params, enforce_schema
 from modelfmt.environment import pinned, warn_version_mismatches
 from modelfmt.errors import FlavorError, ModelfmtError, ModelFormatError, PredictionError
 from modelfmt.io import atomic_model_dir
 from modelfmt.model import PYFUNC_FLAVOR, Model
-from modelfmt.registry import flavor_module, loader_flavor
+from modelfmt.flavor_lookup import flavor_module, loader_flavor
 
 FLAVOR_NAME = PYFUNC_FLAVOR
 PYTHON_MODEL_FILE = "python_model.pkl"
@@ -47,7 +47,7 @@ class PythonModel:
     @property
     def predict_type_hints(self) -> Any:
         """``predict``'s input and output type hints; MLflow's loader reads them from a PythonModel."""
-        from flavors._mlflow_names import predict_type_hints
+        from modelfmt.flavors._mlflow_names import predict_type_hints
 
         return predict_type_hints(self)
 
@@ -216,7 +216,7 @@ class _PythonModelWrapper:
         self._takes_params = "params" in names or any(
             p is not None and p.kind == p.VAR_KEYWORD for p in parameters.values()
         )
-        from flavors._mlflow_names import convert_to_hint, predict_type_hints
+        from modelfmt.flavors._mlflow_names import convert_to_hint, predict_type_hints
 
         # As MLflow: a ``list[...]`` hint on the input turns the (enforced) DataFrame into a list.
         self._input_hint = predict_type_hints(python_model).input
@@ -235,7 +235,7 @@ def _load_python_model(
     path: str, artifacts: dict, model_config: dict | None, pickle_file: str = PYTHON_MODEL_FILE,
     compression: str | None = None,
 ) -> _PythonModelWrapper:
-    from flavors._mlflow_names import load_pickle, open_pickle_file
+    from modelfmt.flavors._mlflow_names import load_pickle, open_pickle_file
 
     try:
         with open_pickle_file(os.path.join(path, pickle_file), compression) as f:

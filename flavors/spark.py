@@ -12,7 +12,7 @@ import os
 import uuid
 from typing import Any
 
-from flavors._common import add_code_to_sys_path, finish_model, model_file
+from modelfmt.flavors._common import add_code_to_sys_path, finish_model, model_file
 from modelfmt.environment import pinned
 from modelfmt.errors import FlavorError, ModelFormatError
 from modelfmt.io import atomic_model_dir

@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 _LAZY = {
     "Model": "modelfmt.model",
@@ -32,21 +32,21 @@ _LAZY = {
     "SchemaError": "modelfmt.errors",
     "ModelFormatError": "modelfmt.errors",
     # Implemented by the flavors and serving packages; resolved only when first used.
-    "load_model": "flavors.pyfunc",
-    "PyFuncModel": "flavors.pyfunc",
-    "PythonModel": "flavors.pyfunc",
-    "spark_udf": "serving.spark_udf",
+    "load_model": "modelfmt.flavors.pyfunc",
+    "PyFuncModel": "modelfmt.flavors.pyfunc",
+    "PythonModel": "modelfmt.flavors.pyfunc",
+    "spark_udf": "modelfmt.serving.spark.udf",
 }
 
 __all__ = sorted(_LAZY) + ["save_model", "__version__"]
 
 
 def save_model(model: Any, path: str, **kwargs: Any) -> Any:
-    """Save ``model`` to ``path`` with the flavor its type calls for (see ``flavors.<name>.save_model``).
+    """Save ``model`` to ``path`` with the flavor its type calls for (see ``modelfmt.flavors.<name>.save_model``).
 
     Returns the saved ``Model`` (the ``MLmodel`` descriptor), as the flavors' ``save_model`` do.
     """
-    from modelfmt.registry import flavor_for, flavor_module
+    from modelfmt.flavor_lookup import flavor_for, flavor_module
 
     flavor = flavor_for(model)
     module = flavor_module(flavor)

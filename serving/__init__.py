@@ -6,9 +6,9 @@ from typing import Any
 
 
 def __getattr__(name: str) -> Any:
-    # ``serving.create_app`` (the REST app factory) without importing Flask whenever ``serving`` is imported.
+    # ``modelfmt.serving.create_app`` (the REST app factory) without importing Flask whenever ``serving`` is imported.
     if name == "create_app":
-        from serving.app import create_app
+        from modelfmt.serving.app import create_app
 
         return create_app
     raise AttributeError(f"module 'serving' has no attribute {name!r}")

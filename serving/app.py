@@ -1,7 +1,7 @@
 """The scoring app: a plain Flask factory wiring MLflow's scoring routes to the codecs and the model.
 
-``create_app("model/")`` runs under any WSGI server (``gunicorn "serving.app:create_app('model/')"``);
-``modelfmt serve`` adds workers, timeouts and graceful stops around it (``serving.server``).
+``create_app("model/")`` runs under any WSGI server (``gunicorn "modelfmt.serving.app:create_app('model/')"``);
+``modelfmt serve`` adds workers, timeouts and graceful stops around it (``modelfmt.serving.server``).
 """
 
 from __future__ import annotations
@@ -47,8 +47,8 @@ class ScoringState:
     """The loaded model, its schema and readiness: built once per worker, read by every request."""
 
     def __init__(self, model_path: str, model: Any = None) -> None:
-        from flavors.pyfunc import load_model
-        from serving import metrics
+        from modelfmt.flavors.pyfunc import load_model
+        from modelfmt.serving import metrics
 
         started = time.perf_counter()
         self.model = model if model is not None else load_model(model_path)
@@ -77,7 +77,7 @@ class ScoringState:
 
     def warm_up(self) -> None:
         """Score the saved input example once, so the first request is not the slow one; sets ``ready``."""
-        from serving.codecs import decode_request
+        from modelfmt.serving.codecs import decode_request
 
         try:
             if self.example is not None:
@@ -102,7 +102,7 @@ def create_app(
     ``max_body_size`` is the largest accepted request body in bytes; ``debug`` puts stack traces in
     500 answers; ``model`` is an already loaded :class:`~flavors.pyfunc.PyFuncModel` to serve instead.
     """
-    from serving import metrics
+    from modelfmt.serving import metrics
 
     app = Flask("modelfmt.serving")
     app.json = OrjsonProvider(app)
@@ -119,8 +119,8 @@ def create_app(
 
 def _add_routes(app: Flask, state: ScoringState, counters: Any, max_body_size: int) -> None:
     from modelfmt import __version__
-    from serving import metrics
-    from serving.codecs import decode_request, encode_predictions
+    from modelfmt.serving import metrics
+    from modelfmt.serving.codecs import decode_request, encode_predictions
 
     @app.get("/ping")
     @app.get("/health")

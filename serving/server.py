@@ -5,7 +5,7 @@
 - A request running past ``timeout`` is answered 504 by a watchdog thread and its worker is replaced:
   the stuck call cannot be stopped from Python, so the worker finishes its other requests and exits.
 - SIGTERM and SIGINT both stop gracefully: requests in flight finish, then the server exits 0.
-- :func:`serving` runs ``modelfmt serve`` in a subprocess for tests, demos and scripts.
+- :func:`modelfmt.serving.testing.serving` runs ``modelfmt serve`` in a subprocess for tests and scripts.
 """
 
 from __future__ import annotations
@@ -16,16 +16,13 @@ import logging
 import os
 import shutil
 import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import time
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
-from modelfmt.errors import DeployError
-from serving import timeouts
-from serving.timeouts import TimeoutGuard
+from modelfmt.serving import timeouts
+from modelfmt.serving.timeouts import TimeoutGuard
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 5001
@@ -78,7 +75,7 @@ def _post_worker_init(worker: Any) -> None:
 
 
 def _child_exit(server: Any, worker: Any) -> None:
-    from serving import metrics
+    from modelfmt.serving import metrics
 
     metrics.mark_worker_dead(worker.pid)
 
@@ -122,7 +119,7 @@ def _app_class() -> type:
             raise StopIteration
 
     class ModelfmtApplication(BaseApplication):
-        """gunicorn running :func:`serving.app.create_app` behind :class:`TimeoutGuard`."""
+        """gunicorn running :func:`modelfmt.serving.app.create_app` behind :class:`TimeoutGuard`."""
 
         def __init__(self, model_path: str, options: dict, app_options: dict, timeout: float) -> None:
             self.model_path, self.options, self.app_options, self.timeout = model_path, options, app_options, timeout
@@ -134,7 +131,7 @@ def _app_class() -> type:
 
         def load(self) -> Callable:
             from modelfmt.errors import ModelfmtError
-            from serving.app import create_app
+            from modelfmt.serving.app import create_app
 
             try:
                 app = create_app(self.model_path, **self.app_options)
@@ -150,7 +147,7 @@ def _app_class() -> type:
 
 def _metrics_dir() -> str | None:
     """A directory for per-worker metric files: a fresh one, or the user's emptied of stale files."""
-    from serving.metrics import MULTIPROC_ENV
+    from modelfmt.serving.metrics import MULTIPROC_ENV
 
     existing = os.environ.get(MULTIPROC_ENV)
     if existing:
@@ -166,7 +163,7 @@ def _metrics_dir() -> str | None:
 
 # Flavors whose model objects are plain Python and numpy, safe to unpickle before fork (no sessions,
 # threads or JVMs). Their libraries are then imported once, in the master, not once per worker.
-_FORK_SAFE_LOADERS = {"mlflow.sklearn", "flavors.sklearn"}
+_FORK_SAFE_LOADERS = {"mlflow.sklearn"}
 
 
 def _preload(model_path: str) -> None:
@@ -175,14 +172,14 @@ def _preload(model_path: str) -> None:
     import pandas  # noqa: F401
     import prometheus_client  # noqa: F401  (after _metrics_dir: it reads PROMETHEUS_MULTIPROC_DIR on import)
 
-    import serving.app  # noqa: F401
-    import serving.codecs  # noqa: F401
+    import modelfmt.serving.app  # noqa: F401
+    import modelfmt.serving.codecs  # noqa: F401
     from modelfmt.model import PYFUNC_FLAVOR, Model
 
     try:
         meta = Model.load(model_path)
         if meta.flavors.get(PYFUNC_FLAVOR, {}).get("loader_module") in _FORK_SAFE_LOADERS:
-            from flavors.pyfunc import load_model
+            from modelfmt.flavors.pyfunc import load_model
 
             started = time.perf_counter()
             load_model(model_path)  # for its imports only; each worker loads its own copy
@@ -203,7 +200,7 @@ def run(
     debug: bool = False,
 ) -> None:
     """Serve ``model_path`` in the foreground until SIGTERM or SIGINT (blocking)."""
-    from serving.app import DEFAULT_MAX_BODY_SIZE
+    from modelfmt.serving.app import DEFAULT_MAX_BODY_SIZE
 
     _configure_logging(debug)
     created = _metrics_dir()
@@ -214,116 +211,8 @@ def run(
         _app_class()(os.path.abspath(model_path), options, app_options, timeout).run()
     finally:
         if created:
-            from serving.metrics import MULTIPROC_ENV
+            from modelfmt.serving.metrics import MULTIPROC_ENV
 
             # Left set, a later run() in this process would take the removed directory for the user's.
             os.environ.pop(MULTIPROC_ENV, None)
             shutil.rmtree(created, ignore_errors=True)
-
-
-# -- a server in a subprocess -------------------------------------------------------------------
-class ServerURL(str):
-    """The base URL of a running server (a ``str``), with its master ``pid``, ``process`` and ``log_path``."""
-
-    pid: int
-    process: subprocess.Popen
-    log_path: str
-
-
-def free_port(host: str = DEFAULT_HOST) -> int:
-    """A TCP port free on ``host`` right now."""
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
-
-
-def _command(model_path: str, host: str, port: int, options: dict) -> list[str]:
-    cmd = [sys.executable, "-m", "modelfmt", "serve", os.fspath(model_path), "--host", host, "--port", str(port)]
-    for key, value in options.items():
-        flag = "--" + key.replace("_", "-")
-        if value is True:
-            cmd.append(flag)
-        elif value is not None and value is not False:
-            cmd += [flag, str(value)]
-    return cmd
-
-
-@contextlib.contextmanager
-def serving(
-    model_path: str,
-    port: int | None = None,
-    *,
-    host: str = DEFAULT_HOST,
-    startup_timeout: float = 120.0,
-    log_path: str | None = None,
-    **options: Any,
-) -> Iterator[ServerURL]:
-    """Run ``modelfmt serve`` in a subprocess; yield its base URL once ``/ping`` answers 200; stop it.
-
-    ``options`` are ``serve``'s options (``workers=2``, ``timeout=5``, ``debug=True``...). Logs go to
-    ``log_path`` (a temporary file when not given; its tail is in the error if the server fails to start).
-    """
-    port = port or free_port(host)
-    own_log = log_path is None
-    if own_log:
-        fd, log_path = tempfile.mkstemp(prefix="modelfmt-serve-", suffix=".log")
-        os.close(fd)
-    from serving.metrics import MULTIPROC_ENV
-
-    env = {k: v for k, v in os.environ.items() if k != MULTIPROC_ENV}  # the server makes its own
-    with open(log_path, "ab") as log:
-        proc = subprocess.Popen(
-            _command(model_path, host, port, options), stdout=log, stderr=subprocess.STDOUT, env=env
-        )
-    url = ServerURL(f"http://{host}:{port}")
-    url.pid, url.process, url.log_path = proc.pid, proc, log_path
-    try:
-        wait_until_ready(proc, url, startup_timeout, log_path)
-        yield url
-    finally:
-        stop_process(proc)
-        if own_log:
-            with contextlib.suppress(OSError):
-                os.remove(log_path)
-
-
-def wait_until_ready(proc: subprocess.Popen, url: str, timeout: float = 120.0, log_path: str | None = None) -> None:
-    """Wait until the server at ``url`` answers ``/ping`` with 200; :class:`DeployError` if ``proc`` exits first."""
-    import urllib.error
-    import urllib.request
-
-    deadline = time.monotonic() + timeout
-    status = None
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise DeployError(f"modelfmt serve exited with code {proc.returncode}:\n{_tail(log_path)}")
-        try:
-            with urllib.request.urlopen(url + "/ping", timeout=2) as resp:
-                if resp.status == 200:
-                    return
-        except urllib.error.HTTPError as e:
-            status = e.code
-        except (urllib.error.URLError, OSError):
-            pass
-        time.sleep(0.05)
-    raise DeployError(f"modelfmt serve did not answer /ping with 200 within {timeout:g}s (last status {status}):\n{_tail(log_path)}")
-
-
-def _tail(path: str | None, lines: int = 30) -> str:
-    if not path:
-        return ""
-    with contextlib.suppress(OSError), open(path, errors="replace") as f:
-        return "".join(f.readlines()[-lines:])
-    return ""
-
-
-def stop_process(proc: subprocess.Popen, timeout: float = 30.0) -> int:
-    """SIGTERM ``proc`` and wait for it (SIGKILL after ``timeout`` seconds); returns its exit code."""
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-    return proc.returncode

@@ -17,7 +17,7 @@ import time
 from typing import Any, Callable
 
 _log = logging.getLogger("modelfmt.serving")
-WORKER: Any = None  # this process's gunicorn worker, set by ``serving.server`` once it has booted
+WORKER: Any = None  # this process's gunicorn worker, set by ``modelfmt.serving.server`` once it has booted
 
 
 class _InFlight:
@@ -112,7 +112,7 @@ class TimeoutGuard:
 
 def _count_timeout(path: str, elapsed: float) -> None:
     with contextlib.suppress(Exception):  # metrics must never stop the 504 from going out
-        from serving import metrics
+        from modelfmt.serving import metrics
 
         m = metrics.get()
         m.timeouts.inc()

@@ -29,7 +29,7 @@ def elasticnet(diabetes):
 @pytest.fixture(scope="session")
 def sklearn_model_path(tmp_path_factory, elasticnet, diabetes):
     """A saved diabetes ElasticNet with signature and input example (read-only for tests)."""
-    from flavors import sklearn as sk_flavor
+    from modelfmt.flavors import sklearn as sk_flavor
 
     path = str(tmp_path_factory.mktemp("models") / "elasticnet")
     sk_flavor.save_model(elasticnet, path, input_example=diabetes[0].head(3))

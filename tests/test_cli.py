@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-MODELFMT = [sys.executable, "-m", "modelfmt.cli"]
+MODELFMT = [sys.executable, "-m", "modelfmt"]
 
 
 def run(*args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess:

@@ -8,7 +8,7 @@ import pytest
 from modelfmt.enforce import enforce_schema
 from modelfmt.errors import PayloadError, SchemaError
 from modelfmt.signature import ColSpec, Schema
-from serving.codecs import decode_request
+from modelfmt.serving.codecs import decode_request
 
 SCHEMA = Schema([ColSpec("double", "a"), ColSpec("float", "b"), ColSpec("string", "code")])
 

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from modelfmt.enforce import enforce_schema
 from modelfmt.errors import PayloadError, SchemaError, UnsupportedMediaTypeError
 from modelfmt.signature import ColSpec, Schema, TensorSpec
-from serving.codecs import decode_request, encode_predictions, supported_content_types
+from modelfmt.serving.codecs import decode_request, encode_predictions, supported_content_types
 
 COLS = Schema([ColSpec("double", "a"), ColSpec("long", "b"), ColSpec("float", "c")])
 DOUBLES = Schema([ColSpec("double", "a"), ColSpec("double", "b")])

@@ -13,8 +13,8 @@ import pandas as pd
 import pytest
 
 import modelfmt
-from flavors import sklearn as sk_flavor
-from flavors.convert import convert_sklearn_to_onnx
+from modelfmt.flavors import sklearn as sk_flavor
+from modelfmt.flavors.onnx.convert import convert_sklearn_to_onnx
 from modelfmt.errors import ConversionError, SchemaError
 from modelfmt.model import Model
 
@@ -204,7 +204,7 @@ def test_cli_bad_input_is_one_line_exit_2(args, needle, sk_models, tmp_path):
 
 # -- over HTTP and in MLflow ----------------------------------------------------------------------
 def test_converted_model_over_http(converted, sk_models, diabetes):
-    server = pytest.importorskip("serving.server")
+    server = pytest.importorskip("modelfmt.serving.testing")
     import requests
 
     X = diabetes[0].iloc[:8]

@@ -13,8 +13,8 @@ import tarfile
 import pytest
 
 from modelfmt.errors import DeployError
-from serving import docker_context, docker_wheels
-from serving.docker import generate_dockerfile, resolve_target
+from modelfmt.serving.docker import context as docker_context, wheels as docker_wheels
+from modelfmt.serving.docker.build import generate_dockerfile, resolve_target
 from test_docker_image import docker_ready  # noqa: F401 - the fixture: dockerd and the base image
 
 BASE_IMAGE = os.environ.get("MODELFMT_TEST_BASE_IMAGE", "modelfmt-base:bookworm")
@@ -161,7 +161,7 @@ def test_generated_context(sklearn_model_path, tmp_path):
 def test_build_without_daemon_is_one_sentence(sklearn_model_path, tmp_path):
     env = dict(os.environ, DOCKER_HOST=f"unix://{tmp_path}/no-docker.sock")
     proc = subprocess.run(
-        [sys.executable, "-m", "modelfmt.cli", "build-docker", sklearn_model_path, "-t", "x:1"],
+        [sys.executable, "-m", "modelfmt", "build-docker", sklearn_model_path, "-t", "x:1"],
         capture_output=True,
         text=True,
         env=env,
@@ -175,7 +175,7 @@ def test_build_without_daemon_is_one_sentence(sklearn_model_path, tmp_path):
 
 def test_generate_dockerfile_cli_refuses_a_non_model(tmp_path):
     proc = subprocess.run(
-        [sys.executable, "-m", "modelfmt.cli", "generate-dockerfile", str(tmp_path), "-o", str(tmp_path / "o")],
+        [sys.executable, "-m", "modelfmt", "generate-dockerfile", str(tmp_path), "-o", str(tmp_path / "o")],
         capture_output=True,
         text=True,
         timeout=60,

@@ -12,8 +12,8 @@ import uuid
 import pytest
 import requests
 
-from serving import docker_cli, docker_wheels
-from serving.docker import build_docker
+from modelfmt.serving.docker import client as docker_cli, wheels as docker_wheels
+from modelfmt.serving.docker.build import build_docker
 
 BASE_IMAGE = os.environ.get("MODELFMT_TEST_BASE_IMAGE", "modelfmt-base:bookworm")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -66,7 +66,7 @@ def image(docker_ready, sklearn_model_path, modelfmt_wheel):
 @pytest.fixture(scope="module")
 def container(image):
     """The image serving on a free host port (host network), healthchecked every second."""
-    from serving.server import free_port
+    from modelfmt.serving.testing import free_port
 
     port = free_port("127.0.0.1")
     name = f"modelfmt-test-{uuid.uuid4().hex[:8]}"
@@ -100,7 +100,7 @@ def _wait_ping(url: str, name: str, timeout: float = 120) -> None:
 def test_scores_like_inline_predictions(container, sklearn_model_path, diabetes):
     import numpy as np
 
-    from flavors.pyfunc import load_model
+    from modelfmt.flavors.pyfunc import load_model
     from modelfmt.example import frame_to_split
 
     _, url = container
@@ -168,8 +168,8 @@ def test_entrypoint_accepts_serve_and_commands(image):
 def test_installed_modelfmt_repacks_as_wheel(image):
     # The image holds a regular (non-editable) install: the path a pip-installed modelfmt takes.
     code = (
-        "import zipfile; from serving.docker_wheels import source_tree, wheel_from_installed; "
-        "from serving.docker_context import Target, find_template, render_dockerfile; "
+        "import zipfile; from modelfmt.serving.docker.wheels import source_tree, wheel_from_installed; "
+        "from modelfmt.serving.docker.context import Target, find_template, render_dockerfile; "
         "assert source_tree() is None; "
         "assert find_template() == '/opt/modelfmt/share/modelfmt/Dockerfile.template', find_template(); "
         "assert 'FROM python:3.12-slim AS deps' in render_dockerfile(Target('python:3.12-slim', '3.12')); "
@@ -178,14 +178,14 @@ def test_installed_modelfmt_repacks_as_wheel(image):
     proc = _docker("run", "--rm", "--network", "none", "--entrypoint", "python", image, "-c", code)
     assert proc.returncode == 0, proc.stderr
     names = proc.stdout
-    for member in ("'modelfmt/__init__.py'", "'serving/docker.py'", "'flavors/sklearn.py'", ".dist-info/entry_points.txt'",
+    for member in ("'modelfmt/__init__.py'", "'modelfmt/serving/docker/build.py'", "'modelfmt/flavors/sklearn.py'", ".dist-info/entry_points.txt'",
                    ".dist-info/RECORD'", ".data/data/share/modelfmt/Dockerfile.template'"):
         assert member in names, names
     assert "bin/modelfmt'" not in names
 
 
 def test_docker_stop_is_clean(image):
-    from serving.server import free_port
+    from modelfmt.serving.testing import free_port
 
     port = free_port("127.0.0.1")
     name = f"modelfmt-test-stop-{uuid.uuid4().hex[:8]}"
@@ -204,7 +204,7 @@ def test_docker_stop_is_clean(image):
 def test_model_only_rebuild_reuses_dependency_layers(image, sklearn_model_path, modelfmt_wheel, tmp_path, diabetes):
     from sklearn.linear_model import Ridge
 
-    from flavors import sklearn as sk_flavor
+    from modelfmt.flavors import sklearn as sk_flavor
 
     X, y = diabetes
     other = str(tmp_path / "ridge")

@@ -3,7 +3,7 @@
 All MLflow-side work runs in three subprocesses started together, once per session: one saves a
 model of each kind with MLflow; one loads our sklearn models with MLflow, where modelfmt is not
 importable; one loads our custom PythonModels with the repository root on PYTHONPATH (a custom
-model's pickle names ``flavors.pyfunc.PythonModel``, so MLflow needs modelfmt importable for those).
+model's pickle names ``modelfmt.flavors.pyfunc.PythonModel``, so MLflow needs modelfmt importable for those).
 """
 
 from __future__ import annotations
@@ -53,13 +53,27 @@ def _plain(value):
     return value.tolist() if isinstance(value, np.ndarray) else value
 
 
+def _modelfmt_importable(base: Path) -> str:
+    """A folder holding modelfmt as it installs (unpacked from a wheel of this checkout), for PYTHONPATH:
+    the checkout itself is not importable as ``modelfmt.flavors`` (its folders map through package-dir)."""
+    import zipfile
+
+    from modelfmt.serving.docker.wheels import wheel_from_source
+
+    wheel = wheel_from_source(str(ROOT), str(base))
+    target = base / "site"
+    with zipfile.ZipFile(wheel) as zf:
+        zf.extractall(target)
+    return str(target)
+
+
 def _save_ours(base: Path, diabetes, elasticnet) -> dict:
     """Our models for MLflow to load: name -> {path, params, predictions (ours, on our example)}."""
     import pandas as pd
     from sklearn.linear_model import ElasticNet, LogisticRegression
 
     import modelfmt
-    from flavors import pyfunc, sklearn as sk_flavor
+    from modelfmt.flavors import pyfunc, sklearn as sk_flavor
     from modelfmt.example import frame_to_split, load_input_example
 
     X, y = diabetes
@@ -95,7 +109,7 @@ def _save_ours(base: Path, diabetes, elasticnet) -> dict:
 
 def _custom_model():
     # Defined in a function so that cloudpickle stores the class by value, as for a notebook class.
-    from flavors.pyfunc import PythonModel
+    from modelfmt.flavors.pyfunc import PythonModel
 
     class Scaler(PythonModel):
         def load_context(self, context):
@@ -109,7 +123,7 @@ def _custom_model():
 
 
 def _typehint_model():
-    from flavors.pyfunc import PythonModel
+    from modelfmt.flavors.pyfunc import PythonModel
 
     class Shout(PythonModel):
         def predict(self, model_input: list[str], params=None) -> list[str]:
@@ -149,8 +163,9 @@ def interop(tmp_path_factory, diabetes, elasticnet):
         "save MLflow models": _run_mlflow([str(SCRIPTS / "save_mlflow_models.py"), str(mlflow_dir)], None, base),
         "load ours without modelfmt": _run_mlflow(
             [str(SCRIPTS / "load_ours.py"), str(base / "plain.json"), str(base / "plain_out.json")], None, base),
-        "load ours with modelfmt on PYTHONPATH": _run_mlflow(
-            [str(SCRIPTS / "load_ours.py"), str(base / "custom.json"), str(base / "custom_out.json")], str(ROOT), base),
+        "load ours with modelfmt (from a wheel) on PYTHONPATH": _run_mlflow(
+            [str(SCRIPTS / "load_ours.py"), str(base / "custom.json"), str(base / "custom_out.json")],
+            _modelfmt_importable(base), base),
     }
     for what, proc in procs.items():
         _wait(proc, what)
@@ -229,7 +244,7 @@ def test_mlflow_reads_our_params_schema(interop):
 
 def test_our_custom_model_needs_modelfmt_in_mlflow(interop):
     seen = interop["plain"]["models"]["pf_custom"]
-    assert "No module named 'flavors'" in seen["predict_error"]
+    assert "No module named 'modelfmt'" in seen["predict_error"]
 
 
 @pytest.mark.parametrize("name", ["pf_custom", "pf_typehint"])
@@ -255,7 +270,7 @@ def test_we_predict_mlflow_models_like_mlflow(interop, name):
 def test_mlflow_sklearn_default_is_skops_and_loads_natively(interop, caplog):
     from sklearn.linear_model import ElasticNet
 
-    from flavors import sklearn as sk_flavor
+    from modelfmt.flavors import sklearn as sk_flavor
     from modelfmt import Model
 
     path = interop["mlflow_dir"] / "sk_skops"
@@ -389,7 +404,7 @@ def test_unmappable_import_in_shipped_code_is_refused_with_its_name(tmp_path, mo
     """A code_paths module that uses an MLflow name beyond the stand-ins fails naming that name."""
     import io
 
-    from flavors import _mlflow_names
+    from modelfmt.flavors import _mlflow_names
     from modelfmt.errors import UnsafeModelError
 
     (tmp_path / "mf_uses_mlflow.py").write_text("from mlflow.models import infer_signature\n\nclass M:\n    pass\n")

@@ -40,7 +40,7 @@ def test_signature_json_is_mlflows():
     ],
 )
 def test_malformed_mlmodel_fields_are_model_format_errors(tmp_path, text):
-    from flavors import pyfunc
+    from modelfmt.flavors import pyfunc
 
     (tmp_path / "MLmodel").write_text(text)
     with pytest.raises(ModelFormatError):

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 import modelfmt
-from flavors import onnx as onnx_flavor
+from modelfmt.flavors import onnx as onnx_flavor
 from modelfmt.errors import FlavorError, ModelExistsError, PredictionError, SchemaError
 from modelfmt.model import Model
 from modelfmt.signature import TensorSpec
@@ -154,14 +154,14 @@ def test_unavailable_providers_fall_back_to_cpu(en_proto, tmp_path, caplog):
     path = str(tmp_path / "gpu")
     onnx_flavor.save_model(en_proto, path, onnx_execution_providers=["CUDAExecutionProvider", "CPUExecutionProvider"])
     assert Model.load(path).flavors["onnx"]["providers"] == ["CUDAExecutionProvider", "CPUExecutionProvider"]
-    with caplog.at_level(logging.INFO, logger="flavors.onnx"):
+    with caplog.at_level(logging.INFO, logger="modelfmt.flavors.onnx"):
         session = modelfmt.load_model(path).get_raw_model()
     assert session.get_providers() == ["CPUExecutionProvider"]
     assert "CUDAExecutionProvider" in caplog.text
     only_gpu = str(tmp_path / "gpu_only")
     onnx_flavor.save_model(en_proto, only_gpu, onnx_execution_providers=[["CUDAExecutionProvider", {"device_id": 0}]])
     caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="flavors.onnx"):
+    with caplog.at_level(logging.WARNING, logger="modelfmt.flavors.onnx"):
         session = modelfmt.load_model(only_gpu).get_raw_model()
     assert session.get_providers() == ["CPUExecutionProvider"] and "CUDAExecutionProvider" in caplog.text
 

@@ -1,4 +1,4 @@
-"""flavors.pyfunc: custom PythonModels (artifacts, predict forms, params, code paths), atomic saves,
+"""modelfmt.flavors.pyfunc: custom PythonModels (artifacts, predict forms, params, code paths), atomic saves,
 unwrap_python_model and the version-mismatch warning."""
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ import pandas as pd
 import pytest
 
 import modelfmt
-from flavors import pyfunc
-from flavors import sklearn as sk_flavor
-from flavors.pyfunc import PythonModel
+from modelfmt.flavors import pyfunc
+from modelfmt.flavors import sklearn as sk_flavor
+from modelfmt.flavors.pyfunc import PythonModel
 from modelfmt import Model
 from modelfmt.errors import (
     FlavorError,
@@ -209,7 +209,7 @@ def test_code_paths_model_class_loads_from_the_model(tmp_path, monkeypatch):
     src = tmp_path / "src"
     src.mkdir()
     (src / "mf_pf_shipped.py").write_text(
-        "from flavors.pyfunc import PythonModel\n\n"
+        "from modelfmt.flavors.pyfunc import PythonModel\n\n"
         "class Shipped(PythonModel):\n"
         "    def predict(self, context, model_input, params=None):\n"
         "        return model_input['x'].to_numpy() * 7\n"

@@ -15,7 +15,7 @@ import pytest
 import requests
 
 import test_server_models as models
-from serving.server import serving
+from modelfmt.serving.testing import serving
 
 JSON = {"Content-Type": "application/json"}
 
@@ -277,8 +277,8 @@ def test_timeout_gets_504_and_the_worker_is_replaced(chaos):
 
 def test_ping_is_503_when_the_model_fails_its_own_input_example(tmp_path):
     """In-process (the readiness logic is the app's): the Flask factory, as any WSGI server would run it."""
-    import serving
-    from flavors import pyfunc
+    from modelfmt import serving
+    from modelfmt.flavors import pyfunc
     from modelfmt.signature import ColSpec, ModelSignature, Schema
 
     path = str(tmp_path / "sour")
@@ -294,7 +294,7 @@ def test_ping_is_503_when_the_model_fails_its_own_input_example(tmp_path):
 
 def test_ping_is_503_when_the_input_example_is_not_json(sklearn_model_path, tmp_path):
     """A corrupt serving_input_example.json made create_app raise (the worker failed to boot)."""
-    import serving
+    from modelfmt import serving
 
     path = tmp_path / "corrupt"
     shutil.copytree(sklearn_model_path, path)
@@ -308,7 +308,7 @@ def test_ping_is_503_when_the_input_example_is_not_json(sklearn_model_path, tmp_
 
 def test_negative_content_length_is_400_in_process(sklearn_model_path):
     """gunicorn refuses it itself; under another WSGI server read(-5) read the whole body, past the limit."""
-    import serving
+    from modelfmt import serving
 
     client = serving.create_app(sklearn_model_path, max_body_size=16).test_client()
     resp = client.post(
@@ -318,7 +318,7 @@ def test_negative_content_length_is_400_in_process(sklearn_model_path):
 
 
 def test_body_size_option_parsing():
-    from serving.cli import parse_size
+    from modelfmt.cli.serve import parse_size
 
     assert parse_size("100MiB") == 100 * 2**20 and parse_size("512K") == 512 * 1024
     assert parse_size("1GB") == 10**9 and parse_size("1048576") == 2**20 and parse_size(" 2 kib ") == 2048

@@ -11,7 +11,7 @@ import cloudpickle
 import numpy as np
 import pandas as pd
 
-from flavors import pyfunc
+from modelfmt.flavors import pyfunc
 from modelfmt.signature import ColSpec, ModelSignature, ParamSchema, ParamSpec, Schema, TensorSpec
 
 

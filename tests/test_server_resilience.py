@@ -17,7 +17,7 @@ import pytest
 import requests
 
 import test_server_models as models
-from serving.server import free_port, serving, stop_process, wait_until_ready
+from modelfmt.serving.testing import free_port, serving, stop_process, wait_until_ready
 from test_server import error, post, predictions, start_servers, worker_pids
 
 

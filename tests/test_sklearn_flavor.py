@@ -1,4 +1,4 @@
-"""flavors.sklearn: formats, predict functions, signatures, atomic saves, code paths, skops trust."""
+"""modelfmt.flavors.sklearn: formats, predict functions, signatures, atomic saves, code paths, skops trust."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import yaml
 from sklearn.base import BaseEstimator, RegressorMixin
 
 import modelfmt
-from flavors import pyfunc
-from flavors import sklearn as sk_flavor
+from modelfmt.flavors import pyfunc
+from modelfmt.flavors import sklearn as sk_flavor
 from modelfmt import Model
 from modelfmt.errors import FlavorError, ModelExistsError, ModelFormatError, UnsafeModelError
 

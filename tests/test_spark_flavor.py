@@ -67,7 +67,7 @@ def pipeline(spark, diabetes):
 
 @pytest.fixture(scope="module")
 def spark_model_path(tmp_path_factory, pipeline, diabetes):
-    from flavors import spark as spark_flavor
+    from modelfmt.flavors import spark as spark_flavor
 
     path = str(tmp_path_factory.mktemp("spark") / "pipeline")
     spark_flavor.save_model(pipeline, path, input_example=diabetes[0].head(3))
@@ -123,7 +123,7 @@ def test_load_model_and_pyfunc_predict(spark, spark_model_path, pipeline, diabet
     from pyspark.ml import PipelineModel
 
     import modelfmt
-    from flavors import spark as spark_flavor
+    from modelfmt.flavors import spark as spark_flavor
 
     X, _ = diabetes
     native = spark_flavor.load_model(spark_model_path)
@@ -149,7 +149,7 @@ def test_single_model_is_wrapped_and_vectors_come_from_arrays(spark, tmp_path):
     from pyspark.ml.regression import LinearRegression
 
     import modelfmt
-    from flavors import spark as spark_flavor
+    from modelfmt.flavors import spark as spark_flavor
 
     rows = [(Vectors.dense([float(i), float(i % 3)]), float(i % 2)) for i in range(40)]
     lr = LinearRegression(solver="normal").fit(spark.createDataFrame(rows, ["features", "label"]))
@@ -180,7 +180,7 @@ def test_dfs_tmpdir_round_trip(spark, tmp_path):
     import pandas as pd
     from pyspark.ml.feature import Bucketizer
 
-    from flavors import spark as spark_flavor
+    from modelfmt.flavors import spark as spark_flavor
 
     dfs = tmp_path / "dfs"
     bucketizer = Bucketizer(splits=[0.0, 1.0, 2.0], inputCol="x", outputCol="bucket")
@@ -196,7 +196,7 @@ def test_refuses_what_it_cannot_save_or_load(spark_model_path, tmp_path):
 
     import yaml
 
-    from flavors import spark as spark_flavor
+    from modelfmt.flavors import spark as spark_flavor
     from modelfmt.errors import FlavorError, ModelFormatError
 
     with pytest.raises(FlavorError, match="pyspark.ml"):

@@ -28,7 +28,7 @@ def _by_row(pdf, col):
 
 def test_modelfmt_exposes_spark_udf():
     import modelfmt
-    from serving.spark_udf import spark_udf
+    from modelfmt.serving.spark.udf import spark_udf
 
     assert modelfmt.spark_udf is spark_udf
 
@@ -37,7 +37,7 @@ def test_every_way_of_passing_columns_scores_the_same(spark, sklearn_model_path,
     from pyspark.sql import functions as F
     from pyspark.sql.types import DoubleType
 
-    from serving.spark_udf import spark_udf
+    from modelfmt.serving.spark.udf import spark_udf
 
     X, _ = diabetes
     cols = list(X.columns)
@@ -56,7 +56,7 @@ def test_every_way_of_passing_columns_scores_the_same(spark, sklearn_model_path,
 
 
 def test_scores_after_the_original_directory_is_gone(spark, sklearn_model_path, diabetes_sdf, diabetes, elasticnet, tmp_path):
-    from serving.spark_udf import spark_udf
+    from modelfmt.serving.spark.udf import spark_udf
 
     path = tmp_path / "model"
     shutil.copytree(sklearn_model_path, path)
@@ -70,7 +70,7 @@ def test_scores_after_the_original_directory_is_gone(spark, sklearn_model_path, 
 def _save_pid_model(path, load_log):
     import cloudpickle
 
-    from flavors import pyfunc
+    from modelfmt.flavors import pyfunc
     from modelfmt.signature import ColSpec, ModelSignature, ParamSchema, ParamSpec, Schema
 
     class PidModel(pyfunc.PythonModel):
@@ -100,7 +100,7 @@ def _save_pid_model(path, load_log):
 def test_model_loads_once_per_worker_and_struct_output_with_params(spark, tmp_path):
     from pyspark.sql.types import LongType, StructField, StructType, DoubleType
 
-    from serving.spark_udf import spark_udf
+    from modelfmt.serving.spark.udf import spark_udf
 
     load_log = tmp_path / "loads"
     load_log.mkdir()
@@ -127,8 +127,8 @@ def test_predict_proba_as_array_and_as_struct(spark, tmp_path):
     from sklearn.datasets import load_iris
     from sklearn.linear_model import LogisticRegression
 
-    from flavors import sklearn as sk_flavor
-    from serving.spark_udf import spark_udf
+    from modelfmt.flavors import sklearn as sk_flavor
+    from modelfmt.serving.spark.udf import spark_udf
 
     X, y = load_iris(return_X_y=True, as_frame=True)
     X.columns = ["sl", "sw", "pl", "pw"]
@@ -147,7 +147,7 @@ def test_predict_proba_as_array_and_as_struct(spark, tmp_path):
 
 
 def test_streaming_file_source_into_memory_sink(spark, sklearn_model_path, diabetes_sdf, diabetes, elasticnet, tmp_path):
-    from serving.spark_udf import spark_udf
+    from modelfmt.serving.spark.udf import spark_udf
 
     src = str(tmp_path / "incoming")
     diabetes_sdf.write.parquet(src)
@@ -182,7 +182,7 @@ def test_bad_input_fails_the_job_with_our_schema_message(spark, sklearn_model_pa
     from pyspark.errors import AnalysisException
     from pyspark.sql import functions as F
 
-    from serving.spark_udf import spark_udf
+    from modelfmt.serving.spark.udf import spark_udf
 
     cols = list(diabetes[0].columns)
     udf = spark_udf(spark, sklearn_model_path)
@@ -200,8 +200,8 @@ def test_output_that_does_not_fit_the_result_type_is_named(spark, tmp_path):
     import pandas as pd
     from sklearn.tree import DecisionTreeClassifier
 
-    from flavors import sklearn as sk_flavor
-    from serving.spark_udf import spark_udf
+    from modelfmt.flavors import sklearn as sk_flavor
+    from modelfmt.serving.spark.udf import spark_udf
 
     X = pd.DataFrame({"a": [0.0, 1.0, 2.0, 3.0]})
     clf = DecisionTreeClassifier().fit(X, ["no", "yes", "no", "yes"])
@@ -215,7 +215,7 @@ def test_output_that_does_not_fit_the_result_type_is_named(spark, tmp_path):
 
 def test_result_type_and_call_errors_are_ours(spark, sklearn_model_path):
     from modelfmt.errors import ModelfmtError, ModelNotFoundError
-    from serving.spark_udf import spark_udf
+    from modelfmt.serving.spark.udf import spark_udf
 
     with pytest.raises(ModelfmtError, match="not a Spark type"):
         spark_udf(spark, sklearn_model_path, result_type="no such type")
@@ -232,9 +232,9 @@ def test_onnx_models_score_through_the_udf(spark, sklearn_model_path, diabetes_s
     from skl2onnx import convert_sklearn
     from skl2onnx.common.data_types import FloatTensorType
 
-    from flavors import onnx as onnx_flavor
-    from flavors.convert import convert_sklearn_to_onnx
-    from serving.spark_udf import spark_udf
+    from modelfmt.flavors import onnx as onnx_flavor
+    from modelfmt.flavors.onnx.convert import convert_sklearn_to_onnx
+    from modelfmt.serving.spark.udf import spark_udf
 
     X, _ = diabetes
     cols = list(X.columns)

@@ -93,5 +93,5 @@ def encode_predictions(predictions: Any) -> bytes:
 
 
 # Importing the codec modules registers them.
-from serving.codecs import csv as _csv  # noqa: E402,F401
-from serving.codecs import json as _json  # noqa: E402,F401
+from modelfmt.serving.codecs import csv as _csv  # noqa: E402,F401
+from modelfmt.serving.codecs import json as _json  # noqa: E402,F401

@@ -6,8 +6,8 @@ import io
 from typing import Any
 
 from modelfmt.errors import PayloadError
-from serving.codecs import CSV, register
-from serving.codecs._tables import conform_frame, plan_for
+from modelfmt.serving.codecs import CSV, register
+from modelfmt.serving.codecs._tables import conform_frame, plan_for
 
 
 @register(CSV)

@@ -12,8 +12,8 @@ from typing import Any
 import orjson
 
 from modelfmt.errors import PayloadError
-from serving.codecs import JSON, register
-from serving.codecs._tables import (
+from modelfmt.serving.codecs import JSON, register
+from modelfmt.serving.codecs._tables import (
     Plan,
     conform_array,
     conform_frame,

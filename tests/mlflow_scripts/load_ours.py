@@ -79,13 +79,21 @@ def inspect_model(path: str, params: dict | None, input_split: dict | None) -> d
     return out
 
 
+def _importable(name: str) -> bool:
+    try:
+        importlib.import_module(name)
+    except ImportError:
+        return False
+    return True
+
+
 def main() -> None:
     with open(sys.argv[1]) as f:
         spec = json.load(f)
     report = {
         "mlflow_version": mlflow.__version__,
-        "modelfmt_importable": importlib.util.find_spec("modelfmt") is not None,
-        "flavors_importable": importlib.util.find_spec("flavors") is not None,
+        "modelfmt_importable": _importable("modelfmt"),
+        "flavors_importable": _importable("modelfmt.flavors.pyfunc"),
         "models": {},
     }
     for m in spec["models"]:

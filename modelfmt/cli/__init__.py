@@ -10,13 +10,13 @@ import click
 
 # name -> "module:attribute" of a click command, loaded on first use so `modelfmt --help` stays fast.
 LAZY_COMMANDS = {
-    "info": "modelfmt.cli_info:info",
-    "predict": "modelfmt.cli_predict:predict",
-    "verify": "modelfmt.cli_info:verify",
-    "serve": "serving.cli:serve",
-    "convert": "flavors.convert_cli:convert",
-    "generate-dockerfile": "serving.docker:generate_dockerfile_command",
-    "build-docker": "serving.docker:build_docker_command",
+    "info": "modelfmt.cli.info:info",
+    "predict": "modelfmt.cli.predict:predict",
+    "verify": "modelfmt.cli.info:verify",
+    "serve": "modelfmt.cli.serve:serve",
+    "convert": "modelfmt.cli.convert:convert",
+    "generate-dockerfile": "modelfmt.cli.docker:generate_dockerfile_command",
+    "build-docker": "modelfmt.cli.docker:build_docker_command",
 }
 
 

@@ -15,10 +15,10 @@ from modelfmt.errors import FlavorError
 ENTRY_POINT_GROUP = "modelfmt.flavors"
 
 BUILTIN_FLAVORS = {
-    "python_function": "flavors.pyfunc",
-    "sklearn": "flavors.sklearn",
-    "spark": "flavors.spark",
-    "onnx": "flavors.onnx",
+    "python_function": "modelfmt.flavors.pyfunc",
+    "sklearn": "modelfmt.flavors.sklearn",
+    "spark": "modelfmt.flavors.spark",
+    "onnx": "modelfmt.flavors.onnx",
 }
 
 # MLflow writes these as ``python_function.loader_module``; we write them too so MLflow can load ours.
@@ -31,7 +31,7 @@ MLFLOW_LOADER_MODULES = {
 
 # Which flavor saves an object, by the module of a class in its MRO (so nothing heavy is imported).
 _TYPE_DISPATCH = (
-    ("flavors.pyfunc", "PythonModel", "python_function"),
+    ("modelfmt.flavors.pyfunc", "PythonModel", "python_function"),
     ("sklearn.", "", "sklearn"),
     ("pyspark.ml", "", "spark"),
     ("onnx", "ModelProto", "onnx"),

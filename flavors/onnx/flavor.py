@@ -10,7 +10,7 @@ import logging
 import os
 from typing import Any
 
-from flavors._common import finish_model, model_file
+from modelfmt.flavors._common import finish_model, model_file
 from modelfmt.environment import pinned
 from modelfmt.errors import FlavorError, ModelFormatError, SchemaError
 from modelfmt.io import atomic_model_dir

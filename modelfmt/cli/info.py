@@ -99,7 +99,7 @@ def info(model: str, debug: bool) -> None:
 def verify(model: str, debug: bool) -> None:
     """Load a model and score its input example; exit 2 when either fails."""
     try:
-        from flavors.pyfunc import load_model
+        from modelfmt.flavors.pyfunc import load_model
         from modelfmt.example import load_input_example
 
         pm = load_model(model)

@@ -40,7 +40,7 @@ def read_input(body: bytes, fmt: str, schema: Any) -> tuple[Any, dict | None]:
             return pd.read_parquet(io.BytesIO(body)), None
         except (pyarrow.ArrowException, OSError, ValueError) as e:
             raise PayloadError(f"cannot read the input as Parquet: {e}") from None
-    from serving.codecs import decode_request
+    from modelfmt.serving.codecs import decode_request
 
     return decode_request(body, _CONTENT_TYPES[fmt], schema)
 
@@ -64,7 +64,7 @@ def _as_frame(predictions: Any) -> Any:
 def write_output(predictions: Any, fmt: str) -> bytes:
     """Prediction bytes: ``{"predictions": ...}`` JSON as the server answers, or CSV / Parquet tables."""
     if fmt == "json":
-        from serving.codecs import encode_predictions
+        from modelfmt.serving.codecs import encode_predictions
 
         return encode_predictions(predictions)
     df = _as_frame(predictions)
@@ -88,7 +88,7 @@ def predict(model: str, input_path: str, output_path: str, in_format: str | None
     try:
         fmt_in = format_for(input_path, in_format)
         fmt_out = format_for(output_path, out_format)
-        from flavors.pyfunc import load_model
+        from modelfmt.flavors.pyfunc import load_model
 
         pm = load_model(model)
         if input_path == "-":

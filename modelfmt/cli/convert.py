@@ -1,4 +1,4 @@
-"""``modelfmt convert``: the command around :func:`flavors.convert.convert_sklearn_to_onnx`."""
+"""``modelfmt convert``: the command around :func:`modelfmt.flavors.onnx.convert.convert_sklearn_to_onnx`."""
 
 from __future__ import annotations
 
@@ -7,12 +7,12 @@ from typing import Any
 
 import click
 
-from flavors.convert import DEFAULT_ATOL, DEFAULT_RTOL, DTYPES, TARGETS, convert_sklearn_to_onnx
+from modelfmt.flavors.onnx.convert import DEFAULT_ATOL, DEFAULT_RTOL, DTYPES, TARGETS, convert_sklearn_to_onnx
 from modelfmt.errors import INVALID_PARAMETER_VALUE, ConversionError, ModelfmtError
 
 
 def _read_data(path: str) -> Any:
-    from modelfmt.cli_predict import format_for, read_input
+    from modelfmt.cli.predict import format_for, read_input
 
     with open(path, "rb") as f:
         body = f.read()

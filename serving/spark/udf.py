@@ -23,7 +23,7 @@ from modelfmt.enforce import enforce_params
 from modelfmt.errors import ModelfmtError, SchemaError
 from modelfmt.model import Model
 from modelfmt.signature import Schema
-from serving._spark_types import resolve_result_type, to_pandas_result
+from modelfmt.serving.spark.types import resolve_result_type, to_pandas_result
 
 _log = logging.getLogger(__name__)
 
@@ -154,7 +154,7 @@ def _worker_model(job: _Job) -> Any:
     if model is not None:
         _WORKER_MODELS.move_to_end(job.key)
         return model
-    from flavors.pyfunc import load_model
+    from modelfmt.flavors.pyfunc import load_model
 
     model = load_model(_worker_path(job))
     _WORKER_MODELS[job.key] = model

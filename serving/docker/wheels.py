@@ -30,7 +30,8 @@ def _pip(args: Sequence[str], cwd: str | None = None, env: dict | None = None) -
 
 def source_tree() -> str | None:
     """The modelfmt checkout this code runs from (editable install), or ``None`` for a wheel install."""
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    # serving/docker/wheels.py -> the checkout's root, three levels up
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     pyproject = os.path.join(root, "pyproject.toml")
     if not (os.path.isfile(pyproject) and os.path.isfile(os.path.join(root, "modelfmt", "__init__.py"))):
         return None

@@ -1,9 +1,9 @@
 """The Docker deploy target: ``modelfmt generate-dockerfile`` and ``modelfmt build-docker``.
 
 The image is built with no network: wheels for the model's requirements and modelfmt are resolved on
-the host for the image's Python and platform (``serving.docker_wheels``), laid out with the rendered
-``Dockerfile.template`` and the model (``serving.docker_context``), then built with the docker CLI
-(``serving.docker_cli``).
+the host for the image's Python and platform (``modelfmt.serving.docker.wheels``), laid out with the rendered
+``Dockerfile.template`` and the model (``modelfmt.serving.docker.context``), then built with the docker CLI
+(``modelfmt.serving.docker.client``).
 """
 
 from __future__ import annotations
@@ -13,12 +13,10 @@ import os
 import tempfile
 from typing import Sequence
 
-import click
-
 from modelfmt.errors import DeployError, ModelfmtError
 from modelfmt.model import Model
-from serving import docker_cli
-from serving.docker_context import (
+from modelfmt.serving.docker import client as docker_cli
+from modelfmt.serving.docker.context import (
     Target,
     default_base_image,
     model_python_version,
@@ -120,58 +118,3 @@ def build_docker(
         )
         docker_cli.build(context, tag, no_cache=no_cache)
     return tag
-
-
-def _common_options(fn):  # noqa: ANN001, ANN202 - a click decorator stack
-    fn = click.option("--template", type=click.Path(dir_okay=False), help="Dockerfile template to render.")(fn)
-    fn = click.option(
-        "--modelfmt-wheel",
-        type=click.Path(exists=True, dir_okay=False),
-        help="Install this modelfmt wheel instead of one built from the running modelfmt.",
-    )(fn)
-    fn = click.option(
-        "--python-version", help="Python X.Y of the base image (only if it is not local and not python:X.Y)."
-    )(fn)
-    fn = click.option(
-        "--base-image",
-        help="Image to build FROM (default: $MODELFMT_BASE_IMAGE or python:<model's X.Y>-slim).",
-    )(fn)
-    return click.argument("model", type=click.Path(exists=True, file_okay=False))(fn)
-
-
-@click.command("generate-dockerfile")
-@_common_options
-@click.option("-o", "--output-dir", required=True, type=click.Path(file_okay=False), help="Build context to write.")
-def generate_dockerfile_command(
-    model: str, output_dir: str, base_image: str | None, python_version: str | None,
-    modelfmt_wheel: str | None, template: str | None,
-) -> None:
-    """Write a docker build context (Dockerfile, wheels, model) for MODEL into OUTPUT_DIR."""
-    try:
-        generate_dockerfile(
-            model, output_dir, base_image,
-            python_version=python_version, modelfmt_wheel=modelfmt_wheel, template=template,
-        )
-    except ModelfmtError as e:
-        raise click.ClickException(e.message) from None
-    click.echo(f"wrote a build context to {output_dir}; build it with: docker build --network none -t TAG {output_dir}")
-
-
-@click.command("build-docker")
-@_common_options
-@click.option("-t", "--tag", required=True, help="Name (and tag) of the image to build.")
-@click.option("--no-cache", is_flag=True, help="Rebuild every layer.")
-def build_docker_command(
-    model: str, tag: str, base_image: str | None, python_version: str | None,
-    modelfmt_wheel: str | None, template: str | None, no_cache: bool,
-) -> None:
-    """Build a docker image TAG that serves MODEL on port 8080."""
-    try:
-        build_docker(
-            model, tag, base_image,
-            python_version=python_version, modelfmt_wheel=modelfmt_wheel, template=template, no_cache=no_cache,
-        )
-        size = docker_cli.image_config(tag).get("Size", 0) / 1e6
-    except ModelfmtError as e:
-        raise click.ClickException(e.message) from None
-    click.echo(f"built {tag} ({size:.0f} MB); run it with: docker run --rm -p 8080:8080 {tag}")

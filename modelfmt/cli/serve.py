@@ -64,7 +64,7 @@ def serve(model: str, host: str, port: int, workers: int | None, threads: int, t
         Model.load(model)  # a wrong path fails here, in one line, before any worker starts
     except ModelfmtError as e:
         fail(e, debug)
-    from serving.server import run
+    from modelfmt.serving.server import run
 
     run(model, host=host, port=port, workers=workers, threads=threads, timeout=timeout,
         max_body_size=max_body_size, debug=debug)

@@ -49,8 +49,8 @@ def convert_sklearn_to_onnx(
     :class:`ConversionError` reports the max absolute and relative difference. The check's figures go
     to the new model's ``metadata["onnx_conversion"]``. Returns the new model's ``MLmodel``.
     """
-    from flavors import onnx as onnx_flavor
-    from flavors import sklearn as sk_flavor
+    from modelfmt.flavors import onnx as onnx_flavor
+    from modelfmt.flavors import sklearn as sk_flavor
     from modelfmt.environment import installed_version
     from modelfmt.signature import ModelSignature
 
@@ -332,7 +332,7 @@ def _session(proto: Any) -> Any:
 def _score_onnx(session: Any, data: Any) -> Any:
     import numpy as np
 
-    from flavors.onnx import _OnnxWrapper
+    from modelfmt.flavors.onnx.flavor import _OnnxWrapper
 
     try:
         return np.asarray(_OnnxWrapper(session).predict(data))

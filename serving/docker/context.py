@@ -99,7 +99,7 @@ def target_from_tag(base_image: str, python_version: str | None = None) -> Targe
 
 
 def target_from_probe(base_image: str, probe: dict) -> Target:
-    """A target from what :func:`serving.docker_cli.probe_image` found inside the image."""
+    """A target from what :func:`modelfmt.serving.docker.client.probe_image` found inside the image."""
     lib, version = (probe.get("libc") or ["", ""])[:2]
     m = re.match(r"(\d+)\.(\d+)", version or "")
     if lib != "glibc" or not m:
@@ -125,7 +125,7 @@ def find_template(template: str | None = None) -> str:
     candidates = [
         template,
         os.environ.get("MODELFMT_DOCKERFILE_TEMPLATE"),
-        os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), TEMPLATE_NAME),
+        os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), TEMPLATE_NAME),
         os.path.join(sys.prefix, "share", "modelfmt", TEMPLATE_NAME),
     ]
     for path in candidates:
@@ -193,7 +193,7 @@ def _fill_context(
     model_path: str, output_dir: str, target: Target, dockerfile: str, modelfmt_wheel: str | None,
     pip_options: Sequence[str],
 ) -> None:
-    from serving import docker_wheels
+    from modelfmt.serving.docker import wheels as docker_wheels
 
     wheel_dir = os.path.join(output_dir, "modelfmt-wheel")
     own = docker_wheels.modelfmt_wheel(wheel_dir, modelfmt_wheel)
