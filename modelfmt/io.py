@@ -6,9 +6,12 @@ import contextlib
 import os
 import shutil
 import tempfile
+import threading
 from typing import Iterator
 
 from modelfmt.errors import ModelExistsError
+
+_UMASK_LOCK = threading.Lock()
 
 
 def dir_size(path: str) -> int:
@@ -22,17 +25,40 @@ def dir_size(path: str) -> int:
     return total
 
 
+def _umask() -> int:
+    # os.umask can only be read by setting it; the lock keeps two saving threads from seeing 0.
+    with _UMASK_LOCK:
+        mask = os.umask(0o022)
+        os.umask(mask)
+    return mask
+
+
 def _check_target(path: str, overwrite: bool) -> None:
-    if os.path.exists(path) and not overwrite:
-        if not os.path.isdir(path) or os.listdir(path):
+    """Refuse to replace anything but an empty directory, or (with ``overwrite``) a model directory."""
+    if not os.path.lexists(path):
+        return
+    if os.path.isdir(path) and not os.path.islink(path):
+        if not os.listdir(path):
+            return
+        if not os.path.isfile(os.path.join(path, "MLmodel")):
             raise ModelExistsError(
-                f"{path!r} already exists and is not empty; pass overwrite=True to replace it"
+                f"{path!r} is a non-empty directory that is not a model (it has no MLmodel file); a model is "
+                "saved only to a new or empty directory, or over another model: choose another path or empty it"
             )
+        if overwrite:
+            return
+        raise ModelExistsError(
+            f"a model already exists at {path!r}; pass overwrite=True (--overwrite on the command line) to replace it"
+        )
+    raise ModelExistsError(f"{path!r} exists and is not a directory; a model is saved to a directory")
 
 
 @contextlib.contextmanager
 def atomic_model_dir(path: str | os.PathLike, overwrite: bool = False) -> Iterator[str]:
     """Yield a fresh temporary directory beside ``path``; on success it replaces ``path``.
+
+    ``path`` may be missing or an empty directory; with ``overwrite`` it may also be a model directory
+    (one holding ``MLmodel``). Anything else is refused with :class:`ModelExistsError` before any work.
 
     Any exception (including ``KeyboardInterrupt``) removes the temporary directory and leaves
     ``path`` as it was.
@@ -43,6 +69,8 @@ def atomic_model_dir(path: str | os.PathLike, overwrite: bool = False) -> Iterat
     os.makedirs(parent, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=parent)
     try:
+        # mkdtemp makes the directory 0700; a saved model gets what any new directory gets under the umask.
+        os.chmod(tmp, 0o777 & ~_umask())
         yield tmp
         _check_target(path, overwrite)
         if os.path.exists(path):
@@ -51,10 +79,7 @@ def atomic_model_dir(path: str | os.PathLike, overwrite: bool = False) -> Iterat
             os.rmdir(old)
             os.replace(path, old)
             os.replace(tmp, path)
-            if os.path.isdir(old):
-                shutil.rmtree(old, ignore_errors=True)
-            else:  # overwrite=True replaced a plain file
-                os.remove(old)
+            shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(tmp, path)
     except BaseException:

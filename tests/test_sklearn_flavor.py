@@ -156,11 +156,14 @@ def test_existing_target_needs_overwrite(tmp_path, elasticnet, classifier, diabe
     path = tmp_path / "m"
     path.mkdir()
     (path / "keep.txt").write_text("user data")
-    with pytest.raises(ModelExistsError, match="overwrite=True"):
-        sk_flavor.save_model(elasticnet, str(path))
+    with pytest.raises(ModelExistsError, match="not a model"):  # overwrite replaces models, never user files
+        sk_flavor.save_model(elasticnet, str(path), overwrite=True)
     assert os.listdir(path) == ["keep.txt"]
+    (path / "keep.txt").unlink()
+    sk_flavor.save_model(elasticnet, str(path))
+    with pytest.raises(ModelExistsError, match="overwrite=True"):
+        sk_flavor.save_model(classifier, str(path))
     sk_flavor.save_model(classifier, str(path), overwrite=True)
-    assert not (path / "keep.txt").exists()
     np.testing.assert_array_equal(sk_flavor.load_model(path).predict(X), classifier.predict(X))
     assert _leftovers(tmp_path) == []
 
