@@ -12,6 +12,7 @@ RESOURCE_DOES_NOT_EXIST = "RESOURCE_DOES_NOT_EXIST"
 RESOURCE_ALREADY_EXISTS = "RESOURCE_ALREADY_EXISTS"
 REQUEST_TOO_LARGE = "REQUEST_TOO_LARGE"
 UNSUPPORTED_MEDIA_TYPE = "UNSUPPORTED_MEDIA_TYPE"
+NOT_ACCEPTABLE = "NOT_ACCEPTABLE"
 TEMPORARILY_UNAVAILABLE = "TEMPORARILY_UNAVAILABLE"
 INTERNAL_ERROR = "INTERNAL_ERROR"
 
@@ -22,6 +23,7 @@ _HTTP_STATUS = {
     RESOURCE_ALREADY_EXISTS: 409,
     REQUEST_TOO_LARGE: 413,
     UNSUPPORTED_MEDIA_TYPE: 415,
+    NOT_ACCEPTABLE: 406,
     TEMPORARILY_UNAVAILABLE: 503,
     INTERNAL_ERROR: 500,
 }
@@ -107,6 +109,12 @@ class UnsupportedMediaTypeError(PayloadError):
     """A request content type that no codec reads."""
 
     error_code = UNSUPPORTED_MEDIA_TYPE
+
+
+class NotAcceptableError(PayloadError):
+    """A request ``Accept`` header that no answer encoder satisfies."""
+
+    error_code = NOT_ACCEPTABLE
 
 
 class PredictionError(ModelfmtError):
