@@ -55,6 +55,9 @@ def main() -> None:
     from modelfmt.serving.testing import free_port
 
     tmp = tempfile.mkdtemp(prefix="bench-builds-")
+    # `python -m modelfmt` puts the working directory first on sys.path: from a checkout, every build
+    # would import the checkout's modelfmt instead of its own.
+    os.chdir(tmp)
     luas = {}
     for mode, header in (("keep-alive", ""), ("close", 'wrk.headers["Connection"] = "close"')):
         luas[mode] = os.path.join(tmp, f"{mode}.lua")
