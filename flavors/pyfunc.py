@@ -78,6 +78,11 @@ class PyFuncModel:
         except Exception as e:  # noqa: BLE001 - a model's own failure on given values is the caller's input error
             raise PredictionError(f"the model failed on the given input: {type(e).__name__}: {e}") from e
 
+    def predict_prepared(self, data: Any, params: dict | None = None) -> Any:
+        """The flavor's own ``predict`` on input already checked with ``enforce_schema``/``enforce_params``
+        (the serving runtime checks each request itself); the flavor's exceptions pass through as raised."""
+        return self._impl.predict(data, params=params)
+
     def unwrap_python_model(self) -> Any:
         """The user's ``PythonModel`` instance behind a custom model."""
         inner = getattr(self._impl, "python_model", None)
