@@ -31,64 +31,16 @@ class Booster(BaseEstimator):
         return np.asarray(X, dtype=float) @ np.asarray(self.weights, dtype=float) + self.bias
 '''
 
-# The plugin flavor, written only against the public contract (the README's example).
-BOOST_FLAVOR = '''
-"""modelfmt flavor for boostlib models (a plugin)."""
-
-from __future__ import annotations
-
-import json
-import os
-
-from modelfmt.flavors.save import atomic_model_dir, finish_model
-from modelfmt.model import Model
-from modelfmt.open import open_model
-
-FLAVOR_NAME = "boost"
-MLFLOW_LOADER_MODULES = ("mlflow.xgboost",)
-DATA_FILE = "model.json"
+README = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "README.md")
 
 
-def can_save(obj):
-    return any(cls.__module__.split(".")[0] == "boostlib" for cls in type(obj).__mro__)
+def _readme_example() -> str:
+    """The plugin flavor: the README's complete example ("Writing a flavor"), so the example is tested."""
+    with open(README) as f:
+        text = f.read()
+    section = text[text.index("### A complete example"):]
+    return section[section.index("```python\n") + len("```python\n"):section.index("\n```\n")]
 
-
-def save_model(booster, path, *, overwrite=False, **kwargs):
-    with atomic_model_dir(path, overwrite) as tmp:
-        with open(os.path.join(tmp, DATA_FILE), "w") as f:
-            json.dump({"weights": booster.weights, "bias": booster.bias}, f)
-        model = Model().add_flavor(FLAVOR_NAME, data=DATA_FILE)
-        return finish_model(
-            tmp, model, loader_module=__name__, default_requirements=["boostlib"],
-            predict=booster.predict, data=DATA_FILE, **kwargs,
-        )
-
-
-def load_model(model, **options):
-    return _load(open_model(model, **options))
-
-
-def _load(opened):
-    from boostlib import Booster
-
-    data = opened.model.flavors["python_function"].get("data", DATA_FILE)
-    with open(os.path.join(opened.path, data)) as f:
-        state = json.load(f)
-    return Booster(state["weights"], state["bias"])
-
-
-class _Wrapper:
-    def __init__(self, booster, scale):
-        self.raw_model = booster
-        self.scale = scale
-
-    def predict(self, data, params=None):
-        return self.raw_model.predict(data) * self.scale
-
-
-def load_pyfunc(opened, scale=1.0):
-    return _Wrapper(_load(opened), scale)
-'''
 
 # An MLflow-style model directory: what mlflow.xgboost writes, with this toy's data file.
 MLFLOW_STYLE_MLMODEL = """\
@@ -140,7 +92,7 @@ def _run(site, script: str, cwd) -> dict:
 def boost_site(tmp_path):
     site = tmp_path / "site"
     site.mkdir()
-    _install(site, "boost-flavor", {"boost": "boost_flavor"}, {"boostlib": BOOSTLIB, "boost_flavor": BOOST_FLAVOR})
+    _install(site, "boost-flavor", {"boost": "boost_flavor"}, {"boostlib": BOOSTLIB, "boost_flavor": _readme_example()})
     return site
 
 
