@@ -230,3 +230,39 @@ def test_a_plugin_that_fails_to_import_shows_its_own_error(tmp_path):
     assert out["badname"][0] == "ImportError" and "NoSuchName" in out["badname"][1]
     # Type dispatch imports plugins, so a broken one shows there too instead of a misleading "no flavor".
     assert out["save"][0] == "ImportError" and "NoSuchName" in out["save"][1]  # "badname" sorts first
+
+
+# -- the lookup's pure parts, in this process -----------------------------------------------------
+def test_flavor_options_are_checked_against_load_pyfunc():
+    from modelfmt.errors import FlavorError
+    from modelfmt.flavor_lookup import check_flavor_options
+
+    def named(opened, scale=1.0, *, threads=1):
+        return None
+
+    def open_ended(opened, **options):
+        return None
+
+    check_flavor_options("boost", named, {"scale": 2.0, "threads": 4})
+    check_flavor_options("boost", open_ended, {"anything": 1})  # it checks its own options
+    expected = r"unknown option\(s\) for the 'boost' flavor: learning_rate; it takes: scale, threads"
+    with pytest.raises(FlavorError, match=expected):
+        check_flavor_options("boost", named, {"learning_rate": 0.1, "scale": 2.0})
+    with pytest.raises(FlavorError, match="it takes none"):
+        check_flavor_options("boost", lambda opened: None, {"x": 1})
+
+
+def test_only_a_missing_third_party_module_counts_as_not_installed():
+    from modelfmt.flavor_lookup import missing_library_error
+
+    error = missing_library_error("onnx", ModuleNotFoundError("No module named 'onnxruntime'", name="onnxruntime"))
+    assert error is not None
+    assert error.message == (
+        "the 'onnx' flavor needs the module 'onnxruntime', which is not installed; "
+        "install it with: pip install 'modelfmt[onnx]'"
+    )
+    # Our own missing module, a name missing from a module, or an ImportError without a name: bugs.
+    assert missing_library_error("onnx", ModuleNotFoundError("x", name="modelfmt.nope")) is None
+    not_a_name = ImportError("cannot import name 'X' from 'sklearn'", name="sklearn")
+    assert missing_library_error("sklearn", not_a_name) is None
+    assert missing_library_error("sklearn", ModuleNotFoundError("no name")) is None
