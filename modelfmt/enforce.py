@@ -10,15 +10,12 @@ import datetime as _dt
 import logging
 from typing import Any
 
+from modelfmt.casting import cast_array
 from modelfmt.errors import ParamsError, SchemaError
 from modelfmt.signature import ColSpec, ParamSchema, ParamSpec, Schema, TensorSpec
 from modelfmt.types import AnyType, Array, DataType, Map, Object, SparkMLVector, type_name
 
 _log = logging.getLogger(__name__)
-
-# float64 represents every integer up to 2**53 exactly; past that an int64 -> double cast is lossy.
-_EXACT_FLOAT_INT = 2**53
-
 
 def enforce_schema(data: Any, schema: Schema | None) -> Any:
     """Return ``data`` checked against and conformed to ``schema`` (unchanged when there is none)."""
@@ -43,7 +40,8 @@ def _to_frame(data: Any, schema: Schema) -> Any:
         if all(isinstance(v, dict) or _is_scalar(v) for v in data.values()):
             return pd.DataFrame([data])
         try:
-            return pd.DataFrame({k: list(v) if isinstance(v, np.ndarray) and v.ndim > 1 else v for k, v in data.items()})
+            return pd.DataFrame({k: list(v) if isinstance(v, np.ndarray) and v.ndim > 1 else v
+                                 for k, v in data.items()})
         except ValueError as e:
             raise SchemaError(f"cannot build a table from the input dict: {e}") from None
     if isinstance(data, (str, bytes)) and len(schema.inputs) == 1:
@@ -81,7 +79,7 @@ def _enforce_columns(data: Any, schema: Schema) -> Any:
         specs = schema.inputs
         if len(df.columns) < len(specs):
             raise SchemaError(f"model expects {len(specs)} column(s), input has {len(df.columns)}")
-        out = pd.DataFrame({c: _convert_column(df[c], s, str(c)) for c, s in zip(df.columns, specs)})
+        out = pd.DataFrame({c: _convert_column(df[c], s, str(c)) for c, s in zip(df.columns, specs, strict=False)})
         return out
     if _conforms(df, schema):
         return df.copy(deep=False)  # already right (e.g. built by the server's codecs): skip the rebuild
@@ -111,9 +109,9 @@ def _conforms(df: Any, schema: Schema) -> bool:
     """True when ``df`` has exactly the schema's columns, in order, each already in its numeric/bool dtype."""
     if list(df.columns) != schema.input_names():
         return False
-    return all(
-        s.type in _PLAIN_DTYPES and dtype == s.type.to_numpy() for s, dtype in zip(schema.inputs, df.dtypes.tolist())
-    )
+    dtypes = df.dtypes.tolist()
+    pairs = zip(schema.inputs, dtypes, strict=True)
+    return all(s.type in _PLAIN_DTYPES and dtype == s.type.to_numpy() for s, dtype in pairs)
 
 
 def _incompatible(name: str, expected: str, found: Any, why: str = "") -> SchemaError:
@@ -136,14 +134,14 @@ def _convert_column(col: Any, spec: ColSpec, name: str) -> Any:
         kind = col.dtype
     if t in (DataType.string, DataType.binary):
         want = str if t == DataType.string else (bytes, bytearray)
-        if kind == object or pd.api.types.is_string_dtype(kind):
+        if _is_object(kind) or pd.api.types.is_string_dtype(kind):
             _check_values(col, want, name, t.value)
             return col.astype(object)
         raise _incompatible(name, t.value, kind)
     if t == DataType.datetime:
         if pd.api.types.is_datetime64_any_dtype(kind):
             return col
-        if kind == object or pd.api.types.is_string_dtype(kind):
+        if _is_object(kind) or pd.api.types.is_string_dtype(kind):
             try:
                 return pd.to_datetime(col)
             except (ValueError, TypeError) as e:
@@ -152,12 +150,17 @@ def _convert_column(col: Any, spec: ColSpec, name: str) -> Any:
     if t == DataType.boolean:
         if pd.api.types.is_bool_dtype(kind):
             # A nullable ``boolean`` column with missing values stays nullable (NA has no bool value).
-            return col.astype(bool) if kind != bool and not col.isna().any() else col
-        if kind == object:  # booleans with nulls (e.g. JSON records): kept as they are, as MLflow does
+            return col.astype(bool) if kind != np.dtype(bool) and not col.isna().any() else col
+        if _is_object(kind):  # booleans with nulls (e.g. JSON records): kept as they are, as MLflow does
             _check_values(col, (bool, np.bool_), name, "boolean")
             return col
         raise _incompatible(name, "boolean", kind)
     return _convert_numeric(col, t, name)
+
+
+def _is_object(kind: Any) -> bool:
+    # A plain numpy object column; pandas' string and categorical dtypes are not (their .kind is "O" too).
+    return str(kind) == "object"
 
 
 def _check_values(col: Any, want: type | tuple, name: str, expected: str) -> None:
@@ -171,44 +174,29 @@ def _check_values(col: Any, want: type | tuple, name: str, expected: str) -> Non
 
 
 def _convert_numeric(col: Any, t: DataType, name: str) -> Any:
-    import numpy as np
+    """``col`` in the numeric type ``t`` by the one casting policy (:mod:`modelfmt.casting`)."""
     import pandas as pd
 
-    target = t.to_numpy()
-    kind = col.dtype
-    if kind == object:
-        # Python numbers in an object column (e.g. from JSON records): let numpy pick, then check.
-        try:
-            col = pd.Series(np.asarray(col.tolist()), index=col.index, name=col.name)
-        except (ValueError, TypeError):
-            raise _incompatible(name, t.value, "mixed or non-numeric values") from None
-        if col.dtype == object or col.dtype.kind not in "biuf":
-            raise _incompatible(name, t.value, "non-numeric values")
-        kind = col.dtype
-    if hasattr(kind, "numpy_dtype"):  # pandas nullable Int64/Float64
-        if col.isna().any() and target.kind in "iu":
-            raise _incompatible(name, t.value, "missing values", "an integer column cannot hold nulls")
-        col = col.astype(kind.numpy_dtype if not col.isna().any() else np.float64)
-        kind = col.dtype
-    if not pd.api.types.is_numeric_dtype(kind) or kind == bool:
-        raise _incompatible(name, t.value, kind)
-    if kind == target:
+    if col.dtype == t.to_numpy():
         return col
-    values = col.to_numpy()
-    if kind.kind in "iu" and target.kind == "f":
-        # numpy calls int64 -> float64 "safe"; it is not past 2**53, so check the values.
-        limit = _EXACT_FLOAT_INT if target.itemsize == 8 else 2**24
-        if len(values) == 0 or np.abs(values).max() <= limit:
-            return col.astype(target)
-        raise _incompatible(name, t.value, kind, f"integers beyond {limit} lose precision as {t.value}")
-    if np.can_cast(kind, target, "safe"):
-        return col.astype(target)
-    if kind.kind in "iu" and target.kind == "i":
-        info = np.iinfo(target)
-        if len(values) == 0 or (values.min() >= info.min and values.max() <= info.max):
-            return col.astype(target)
-        raise _incompatible(name, t.value, kind, f"values outside the {t.value} range")
-    raise _incompatible(name, t.value, kind, "converting would lose information")
+    what = f"column {name!r}"
+    values = _nullable_values(col, t, what) if hasattr(col.dtype, "numpy_dtype") else col.to_numpy()
+    out = cast_array(values, t, what)
+    return pd.Series(out, index=col.index, name=col.name)
+
+
+def _nullable_values(col: Any, t: DataType, what: str) -> Any:
+    """A pandas nullable column (Int64, Float64, boolean) as a numpy array: missing values as NaN or None."""
+    import numpy as np
+
+    base = np.dtype(col.dtype.numpy_dtype)
+    if not col.isna().any():
+        return col.to_numpy(dtype=base)
+    if base.kind in "iu":
+        cast_array(col.dropna().to_numpy(dtype=base), t, what)  # the present values themselves must fit
+    if base.kind in "iuf":
+        return col.to_numpy(dtype=np.float64, na_value=np.nan)
+    return col.to_numpy(dtype=object, na_value=None)
 
 
 def _check_nested(col: Any, t: Any, name: str) -> Any:
@@ -257,31 +245,23 @@ def _enforce_tensor(data: Any, spec: TensorSpec, name: str | None) -> Any:
         arr = data if isinstance(data, np.ndarray) else np.asarray(data)
     except ValueError:
         raise SchemaError(f"{label}: rows of different lengths do not make a tensor of shape {spec.shape}") from None
-    if arr.dtype == object:
-        try:
-            arr = arr.astype(spec.dtype)
-        except (ValueError, TypeError):
-            raise SchemaError(f"{label}: expected dtype {spec.dtype}, got values that are not numbers") from None
     if len(arr.shape) != len(spec.shape):
         raise SchemaError(f"{label}: expected shape {spec.shape}, got {arr.shape} (rank {arr.ndim})")
-    for want, got in zip(spec.shape, arr.shape):
+    for want, got in zip(spec.shape, arr.shape, strict=True):
         if want != -1 and want != got:
             raise SchemaError(f"{label}: expected shape {spec.shape}, got {arr.shape}")
     if arr.dtype == spec.dtype:
         return arr
-    if arr.dtype.kind in "iu" and spec.dtype.kind == "f":
-        limit = _EXACT_FLOAT_INT if spec.dtype.itemsize == 8 else 2**24
-        if arr.size == 0 or np.abs(arr).max() <= limit:
-            return arr.astype(spec.dtype)
-        raise SchemaError(f"{label}: expected dtype {spec.dtype}, got {arr.dtype} with integers beyond {limit}")
-    if np.can_cast(arr.dtype, spec.dtype, "safe"):
+    if spec.dtype.kind in "biuf":
+        return cast_array(arr, spec.dtype, label)
+    if np.can_cast(arr.dtype, spec.dtype, "safe"):  # strings and bytes into object tensors
         return arr.astype(spec.dtype)
-    if arr.dtype == np.float64 and spec.dtype == np.float32:
-        # JSON carries no width: accept float64 when every value survives the round trip.
-        cast = arr.astype(np.float32)
-        if np.array_equal(cast.astype(np.float64), arr, equal_nan=True):
-            return cast
-    raise SchemaError(f"{label}: expected dtype {spec.dtype}, got {arr.dtype}, and converting would lose information")
+    if arr.dtype == np.dtype(object):
+        try:
+            return arr.astype(spec.dtype)
+        except (ValueError, TypeError):
+            raise SchemaError(f"{label}: expected dtype {spec.dtype}, got values that are not of that type") from None
+    raise SchemaError(f"{label}: expected dtype {spec.dtype}, got {arr.dtype}")
 
 
 # -- params ------------------------------------------------------------------------------------

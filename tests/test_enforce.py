@@ -42,6 +42,40 @@ def test_integers_to_double_when_exact():
         enforce_schema(pd.DataFrame({"a": [2**60], "b": [1]}), SCHEMA)
 
 
+def test_double_column_narrowed_to_float_whatever_the_values():
+    schema = Schema([ColSpec("float", "x")])
+    out = enforce_schema(pd.DataFrame({"x": [0.1, 1e-50, np.nan]}), schema)
+    assert out["x"].dtype == np.float32
+    assert out["x"].tolist()[:2] == [np.float32(0.1), 0.0] and np.isnan(out["x"][2])
+    with pytest.raises(SchemaError, match="column 'x': expected float, got float64 .*1e\\+300 is beyond the float range"):
+        enforce_schema(pd.DataFrame({"x": [1e300]}), schema)
+
+
+def test_wider_integers_fit_or_are_refused_naming_a_value():
+    schema = Schema([ColSpec("integer", "n")])
+    assert enforce_schema(pd.DataFrame({"n": [1, -5]}), schema)["n"].dtype == np.int32
+    with pytest.raises(SchemaError, match=r"column 'n': expected integer, got int64 \(values outside .* such as 4294967296"):
+        enforce_schema(pd.DataFrame({"n": [1, 2**32]}), schema)
+
+
+def test_nulls_in_integer_columns_are_named_as_missing_values():
+    with pytest.raises(SchemaError, match="column 'b': expected long, got float64 .*missing values"):
+        enforce_schema(pd.DataFrame({"a": [1.0, 2.0], "b": [1, None]}), SCHEMA)
+    with pytest.raises(SchemaError, match="column 'b'.*missing values"):
+        enforce_schema(pd.DataFrame({"a": [1.0, 2.0], "b": pd.array([1, None], dtype="Int64")}), SCHEMA)
+    out = enforce_schema([{"a": 1.0, "b": 1}, {"a": None, "b": 2}], SCHEMA)
+    assert out["a"].dtype == np.float64 and np.isnan(out["a"][1])
+
+
+def test_booleans_are_not_numbers():
+    with pytest.raises(SchemaError, match="column 'a': expected double, got bool"):
+        enforce_schema(pd.DataFrame({"a": [True], "b": [1]}), SCHEMA)
+    with pytest.raises(SchemaError, match="column 'a'.*bool"):
+        enforce_schema(pd.DataFrame({"a": pd.array([True, None], dtype="boolean"), "b": [1, 2]}), SCHEMA)
+    with pytest.raises(SchemaError, match="column 'a'.*type bool"):
+        enforce_schema([{"a": 1.5, "b": 1}, {"a": True, "b": 2}], SCHEMA)
+
+
 def test_lossy_conversion_refused_with_column_and_types():
     with pytest.raises(SchemaError) as e:
         enforce_schema(pd.DataFrame({"a": [1.0], "b": [1.5]}), SCHEMA)
@@ -77,8 +111,13 @@ def test_tensor_rank_dims_and_dtype():
         enforce_schema(np.zeros((2, 4), np.float32), schema)
     with pytest.raises(SchemaError, match="rank"):
         enforce_schema(np.zeros(3, np.float32), schema)
-    with pytest.raises(SchemaError, match="dtype"):
-        enforce_schema(np.array([[0.1, 0.2, 0.3]]), schema)
+    # float64 is narrowed to float32 by type, whatever the values (0.1 has no exact float32).
+    narrowed = enforce_schema(np.array([[0.1, 0.2, 0.3]]), schema)
+    assert narrowed.dtype == np.float32 and narrowed.tolist() == np.array([[0.1, 0.2, 0.3]], np.float32).tolist()
+    with pytest.raises(SchemaError, match="input tensor: expected float32, got bool"):
+        enforce_schema(np.ones((1, 3), bool), schema)
+    with pytest.raises(SchemaError, match="input tensor: expected float32, got int64 .*beyond 2\\*\\*24"):
+        enforce_schema(np.array([[2**24 + 1, 0, 0]]), schema)
 
 
 def test_named_tensors():

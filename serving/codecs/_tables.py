@@ -2,8 +2,8 @@
 
 JSON has no widths and no bytes: a number is an int or a double, binary is base64 text. Here JSON
 values take the types the signature declares (``float`` columns become float32, base64 strings of
-``binary`` columns become bytes), and only conversions that lose nothing are made; anything else is
-left for :func:`modelfmt.enforce.enforce_schema` to refuse with a message naming the column.
+``binary`` columns become bytes) by the one casting policy, :mod:`modelfmt.casting`; what it refuses
+is left as it came, for :func:`modelfmt.enforce.enforce_schema` to refuse with the column named.
 """
 
 from __future__ import annotations
@@ -12,11 +12,12 @@ import base64
 import binascii
 from typing import Any
 
+from modelfmt.casting import EXACT_INTEGERS, as_numbers, conform
 from modelfmt.errors import PayloadError, SchemaError
 from modelfmt.types import DataType
 
-# float64 holds every integer up to 2**53 exactly.
-_EXACT_FLOAT_INT = 2**53
+# Past this, integers and doubles in one numpy array have already been rounded to doubles.
+_EXACT_DOUBLE_INT = EXACT_INTEGERS["float64"]
 _NUMERIC = {DataType.integer, DataType.long, DataType.float, DataType.double}
 
 
@@ -84,44 +85,23 @@ def plan_for(schema: Any) -> Plan:
 
 # -- single columns and tensors -----------------------------------------------------------------
 def conform_array(arr: Any, dtype: Any) -> Any:
-    """``arr`` in ``dtype`` when JSON's int/double can take it without loss; else unchanged."""
-    import numpy as np
-
+    """``arr`` in ``dtype`` when the casting policy allows it (float64 narrowed to float32, integers that
+    fit); else unchanged, for enforcement to refuse naming the column."""
     if dtype is None or arr.dtype == dtype:
         return arr
-    kind, want = arr.dtype.kind, dtype.kind
-    if kind == "f" and want == "f":
-        finite = arr[np.isfinite(arr)]
-        if dtype.itemsize < arr.dtype.itemsize and finite.size and np.abs(finite).max() > np.finfo(dtype).max:
-            return arr  # out of float32's range: enforcement refuses it rather than reading inf
-        return arr.astype(dtype)  # JSON carries no width: 0.1 meant as float32 is float32's 0.1
-    if kind in "iu" and want == "f":
-        limit = _EXACT_FLOAT_INT if dtype.itemsize == 8 else 2**24
-        if arr.size == 0 or np.abs(arr).max() <= limit:
-            return arr.astype(dtype)
-        return arr
-    if kind in "iu" and want in "iu":
-        info = np.iinfo(dtype)
-        if arr.size == 0 or (arr.min() >= info.min and arr.max() <= info.max):
-            return arr.astype(dtype)
-        return arr
-    if kind == "f" and want in "iu":
-        # 3.0 for a long column is 3; 3.5 is not, and enforcement says so.
-        if arr.size == 0 or (np.isfinite(arr).all() and (arr == np.trunc(arr)).all()):
-            info = np.iinfo(dtype)
-            if arr.size == 0 or (arr.min() >= info.min and arr.max() <= info.max):
-                return arr.astype(dtype)
-    return arr
+    return conform(arr, dtype)
 
 
 def json_array(values: Any, dtype: Any = None, label: str = "input") -> Any:
-    """A numpy array from JSON values, in ``dtype`` when that loses nothing."""
+    """A numpy array from JSON values, in ``dtype`` where the casting policy allows it."""
     import numpy as np
 
     try:
         arr = np.asarray(values)
     except (ValueError, TypeError) as e:
-        raise PayloadError(f"{label}: cannot read the values as an array ({e}); are all rows the same length?") from None
+        raise PayloadError(
+            f"{label}: cannot read the values as an array ({e}); are all rows the same length?"
+        ) from None
     return conform_array(arr, dtype) if arr.dtype.kind in "iuf" else arr
 
 
@@ -187,11 +167,13 @@ def _numeric_frame(rows: list, columns: list, index: Any, plan: Plan) -> Any:
         return None  # a column the schema does not know: the general path keeps it as it came
     if columns == plan.names:
         columns = plan.column_index()
-    if arr.dtype.kind == "f" and any(d.kind in "iu" for d in dtypes) and arr.size and np.abs(arr).max() > _EXACT_FLOAT_INT:
+    if arr.dtype.kind == "f" and any(d.kind in "iu" for d in dtypes):
+        return None  # integers mixed with doubles became doubles: read each column as it was sent
+    if arr.dtype.kind == "f" and arr.size and np.abs(arr).max() > _EXACT_DOUBLE_INT:
         return None  # big integers mixed with doubles were already rounded by numpy: read them one by one
     if len(set(dtypes)) == 1:
         return pd.DataFrame(conform_array(arr, dtypes[0]), columns=columns, index=index, copy=False)
-    cols = {c: conform_array(arr[:, i], d) for i, (c, d) in enumerate(zip(columns, dtypes))}
+    cols = {c: conform_array(arr[:, i], d) for i, (c, d) in enumerate(zip(columns, dtypes, strict=True))}
     try:
         return pd.DataFrame(cols, index=index, copy=False)
     except ValueError as e:
@@ -202,8 +184,6 @@ def conform_frame(df: Any, plan: Plan) -> Any:
     """``df`` with numeric columns in their declared widths and binary columns decoded (in place)."""
     if plan.kind != "columns":
         return df
-    import numpy as np
-
     for i, col in enumerate(df.columns):
         key = col if plan.names else i
         dtype = plan.dtypes.get(key)
@@ -214,12 +194,10 @@ def conform_frame(df: Any, plan: Plan) -> Any:
                 df[col] = new
         elif dtype is not None and series.dtype == object and dtype.kind in "iuf":
             # Python numbers mixed with None (JSON null): read as doubles so nulls become NaN.
-            values = series.tolist()
-            if all(v is None or (type(v) in (int, float)) for v in values):
-                try:
-                    df[col] = conform_array(np.array(values, dtype=np.float64), dtype)
-                except (ValueError, TypeError, OverflowError):
-                    pass
+            try:
+                df[col] = conform_array(as_numbers(series.to_numpy(), dtype, f"column {col!r}"), dtype)
+            except SchemaError:
+                pass  # not all numbers: enforcement names the column and the value
         elif key in plan.binary:
             df[col] = pd_object(decode_binary(series.tolist(), col))
     return df
