@@ -10,6 +10,7 @@ import logging
 import os
 from typing import Any
 
+from modelfmt.casting import cast_array
 from modelfmt.flavors._common import finish_model, model_file
 from modelfmt.environment import pinned
 from modelfmt.errors import FlavorError, ModelFormatError, SchemaError
@@ -270,7 +271,7 @@ class _OnnxWrapper:
     - DataFrame: with one graph input, its columns are stacked (in signature order) into that 2-d
       input; with several, each input takes the column of its name (as ``(n, 1)`` for 2-d inputs).
     - ndarray or list: the single graph input. dict: arrays by input name.
-    - float64 is cast to float32 for float inputs (JSON has no float width), ints to float inputs.
+    - Numbers take the graph's dtypes by the one casting policy (:mod:`modelfmt.casting`).
     Output: one graph output as an array; several as a DataFrame when the input was a DataFrame and
     every output is one value per row, else as a dict of arrays by output name.
     """
@@ -305,16 +306,16 @@ class _OnnxWrapper:
         if self._single is not None:
             name, dtype, rank = self._single
             if rank == 1 and len(df.columns) == 1:
-                return {name: self._cast(df.iloc[:, 0].to_numpy(), dtype)}
+                return {name: self._cast(df.iloc[:, 0].to_numpy(), dtype, name)}
             arr = df.to_numpy()
             if arr.dtype == object and len(df.columns) == 1 and dtype is not None and dtype.kind != "O":
                 # One column holding a tensor per row (e.g. from JSON lists): stack the rows.
                 arr = self._np.stack([self._np.asarray(v) for v in df.iloc[:, 0]])
-            return {name: self._cast(arr, dtype)}
+            return {name: self._cast(arr, dtype, name)}
         missing = [n for n in self._names if n not in df.columns]
         if missing:
             raise SchemaError(f"the ONNX graph takes inputs {self._names}; the input lacks column(s) {missing}")
-        return {n: self._cast(self._fit_rank(df[n].to_numpy(), rank), dtype) for n, dtype, rank in self._inputs}
+        return {n: self._cast(self._fit_rank(df[n].to_numpy(), rank), dtype, n) for n, dtype, rank in self._inputs}
 
     def _dict_feeds(self, data: dict) -> dict:
         if self._single is not None and len(data) == 1 and self._single[0] not in data:
@@ -322,7 +323,9 @@ class _OnnxWrapper:
         missing = [n for n in self._names if n not in data]
         if missing:
             raise SchemaError(f"the ONNX graph takes inputs {self._names}; the input lacks {missing}")
-        return {n: self._cast(self._fit_rank(self._np.asarray(data[n]), rank), dtype) for n, dtype, rank in self._inputs}
+        return {
+            n: self._cast(self._fit_rank(self._np.asarray(data[n]), rank), dtype, n) for n, dtype, rank in self._inputs
+        }
 
     def _array_feeds(self, data: Any) -> dict:
         if self._single is None:
@@ -331,7 +334,7 @@ class _OnnxWrapper:
                 "pass a DataFrame or a dict of arrays by input name"
             )
         name, dtype, _ = self._single
-        return {name: self._cast(self._np.asarray(data), dtype)}
+        return {name: self._cast(self._np.asarray(data), dtype, name)}
 
     def _fit_rank(self, arr: Any, rank: int | None) -> Any:
         if rank == 2 and arr.ndim == 1:
@@ -340,18 +343,16 @@ class _OnnxWrapper:
             return self._np.stack([self._np.asarray(v) for v in arr])
         return arr
 
-    def _cast(self, arr: Any, dtype: Any) -> Any:
+    def _cast(self, arr: Any, dtype: Any, name: str = "") -> Any:
         if dtype is None or arr.dtype == dtype:
             return arr
-        kind = arr.dtype.kind
-        want = self._np.dtype(dtype).kind
-        # Widening, float64 -> float32 (as MLflow does) and ints to floats; anything else is left for
-        # onnxruntime to refuse with its own message rather than silently truncated.
-        if (kind in "iuf" and want == "f") or self._np.can_cast(arr.dtype, dtype, "safe"):
-            return arr.astype(dtype)
-        if want == "O" and kind in "UO":
+        if dtype.kind in "biuf":
+            # The one casting policy (float64 narrowed to float32, integers that fit), so a request gets
+            # the same answer here as from enforcement; a refusal names the input.
+            return cast_array(arr, dtype, f"ONNX input {name!r}" if name else "ONNX input")
+        if dtype.kind == "O" and arr.dtype.kind in "UO":
             return arr.astype(object)
-        return arr
+        return arr  # anything else is left for onnxruntime to refuse with its own message
 
     def _several(self, out: list, index: Any) -> Any:
         if index is not None:
