@@ -186,7 +186,7 @@ def test_cli_convert_with_data_file_then_predict(sk_models, tmp_path, diabetes):
 @pytest.mark.parametrize(
     "args, needle",
     [
-        (["{missing}", "-o", "{out}"], "MLmodel"),
+        (["{missing}", "-o", "{out}"], "missing"),
         (["{en}", "--to", "tflite", "-o", "{out}"], "tflite"),
         (["{en}", "--to", "onnx"], "--output"),
         (["{en}", "-o", "{out}", "--rtol", "abc"], "abc"),

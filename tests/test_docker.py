@@ -167,10 +167,10 @@ def test_build_without_daemon_is_one_sentence(sklearn_model_path, tmp_path):
         env=env,
         timeout=60,
     )
-    assert proc.returncode == 1
+    assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
-    assert lines[0].startswith("Error: cannot reach the Docker daemon at unix://")
+    assert lines[0].startswith("modelfmt: error: cannot reach the Docker daemon at unix://")
 
 
 def test_generate_dockerfile_cli_refuses_a_non_model(tmp_path):
@@ -180,5 +180,6 @@ def test_generate_dockerfile_cli_refuses_a_non_model(tmp_path):
         text=True,
         timeout=60,
     )
-    assert proc.returncode == 1 and "Traceback" not in proc.stderr
-    assert proc.stderr.startswith("Error: ") and len(proc.stderr.strip().splitlines()) == 1
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.startswith("modelfmt: error: ") and len(proc.stderr.strip().splitlines()) == 1
+    assert str(tmp_path) in proc.stderr

@@ -1,12 +1,21 @@
-"""The ``modelfmt`` command. Commands of the deploy targets are imported only when they run."""
+"""The ``modelfmt`` command.
+
+Each command lives in a module of this package, imported only when it runs (``modelfmt --help`` stays
+fast), and imports the flavors and deploy targets it needs inside its function. The commands raise; the
+group reports every failure the same way (:mod:`modelfmt.cli.report`). ``--debug`` is one option that
+every command shares, accepted before or after the command name, or set by ``MODELFMT_DEBUG``.
+"""
 
 from __future__ import annotations
 
 import importlib
 import sys
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, NoReturn
 
 import click
+
+from modelfmt.cli.report import BAD_INPUT, INTERRUPTED, CommandError, report
 
 # name -> "module:attribute" of a click command, loaded on first use so `modelfmt --help` stays fast.
 LAZY_COMMANDS = {
@@ -19,41 +28,110 @@ LAZY_COMMANDS = {
     "build-docker": "modelfmt.cli.docker:build_docker_command",
 }
 
+DEBUG_HELP = "Show the traceback of an error (serve: also stack traces in 500 answers, and debug logs)."
+
+# click 8.2+ raises it for a bare `modelfmt`; with 8.1 the group prints its help itself.
+_NO_ARGS_IS_HELP = getattr(click.exceptions, "NoArgsIsHelpError", ())
+
+
+@dataclass
+class CliState:
+    """What one run of the command knows about itself (``ctx.obj``): ``--debug`` and the command name."""
+
+    debug: bool = False
+    command: str | None = None
+
+
+def _remember_debug(ctx: click.Context, param: click.Parameter, value: bool) -> bool:
+    state = ctx.find_object(CliState)
+    if value and state is not None:
+        state.debug = True  # given before or after the command name: either one turns it on
+    return value
+
+
+def debug_option() -> click.Option:
+    """The ``--debug`` option (a new instance of the one definition) for the group and each command."""
+    return click.Option(
+        ["--debug"], is_flag=True, envvar="MODELFMT_DEBUG", show_envvar=True, expose_value=False,
+        is_eager=True, callback=_remember_debug, help=DEBUG_HELP,
+    )
+
+
+def debug_enabled() -> bool:
+    """Whether ``--debug`` (or ``MODELFMT_DEBUG``) is on for the command running now."""
+    ctx = click.get_current_context(silent=True)
+    state = ctx.find_object(CliState) if ctx is not None else None
+    return bool(state and state.debug)
+
+
+def fail(error: BaseException | str, exit_code: int = BAD_INPUT) -> NoReturn:
+    """End the running command with ``error`` as its one line and ``exit_code`` (2: bad input)."""
+    message = error if isinstance(error, str) else getattr(error, "message", None) or str(error)
+    if isinstance(error, BaseException):
+        raise CommandError(message, exit_code) from error
+    raise CommandError(message, exit_code)
+
 
 class LazyGroup(click.Group):
-    """A click group whose subcommands live in other modules and load when called."""
+    """A click group whose subcommands live in other modules and load when called.
+
+    It gives every command the shared ``--debug`` option, and reports every failure by one policy
+    (:func:`modelfmt.cli.report.report`) instead of click's ``Error:`` lines.
+    """
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted(set(super().list_commands(ctx)) | set(LAZY_COMMANDS))
 
-    def get_command(self, ctx: click.Context, name: str) -> Any:
-        if name in LAZY_COMMANDS:
-            module, attr = LAZY_COMMANDS[name].split(":")
-            try:
-                return getattr(importlib.import_module(module), attr)
-            except (ImportError, AttributeError) as e:
-                reason = str(e)  # ``e`` is unbound once the except block ends
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name not in LAZY_COMMANDS:
+            return super().get_command(ctx, name)
+        module, attr = LAZY_COMMANDS[name].split(":")
+        # No except here: a command module imports no optional library at its top, so a failure is a
+        # bug, and the group's report says so.
+        command: click.Command = getattr(importlib.import_module(module), attr)
+        if not any(p.name == "debug" for p in command.params):
+            command.params.append(debug_option())
+        return command
 
-                @click.command(name, help=f"(unavailable: {reason})")
-                def _missing() -> None:
-                    raise click.ClickException(f"'{name}' is not available in this installation: {reason}")
+    def resolve_command(
+        self, ctx: click.Context, args: list[str]
+    ) -> tuple[str | None, click.Command | None, list[str]]:
+        name, command, rest = super().resolve_command(ctx, args)
+        state = ctx.find_object(CliState)
+        if state is not None:
+            state.command = name
+        return name, command, rest
 
-                return _missing
-        return super().get_command(ctx, name)
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt:
+            # Here, before click turns it into an Abort and prints a blank line.
+            raise SystemExit(INTERRUPTED) from None
 
-
-def fail(e: BaseException, debug: bool) -> None:
-    """One clear line on stderr and exit 2 (the traceback only with ``--debug``)."""
-    if debug:
-        raise e
-    click.echo(f"modelfmt: error: {e}", err=True)
-    sys.exit(2)
+    def main(self, args: Any = None, prog_name: str | None = None, complete_var: str | None = None,
+             standalone_mode: bool = True, **extra: Any) -> Any:
+        """Run the command; in standalone mode (the console script) every failure exits by the policy."""
+        state = extra.setdefault("obj", CliState())
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        try:
+            rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except _NO_ARGS_IS_HELP as e:  # bare `modelfmt`: the help, as click shows it
+            click.echo(e.ctx.get_help(), err=True)
+            sys.exit(BAD_INPUT)
+        except Exception as e:  # noqa: BLE001 - this is the one place that reports every failure
+            sys.exit(report(e, debug=getattr(state, "debug", False), command=getattr(state, "command", None)))
+        sys.exit(rv if isinstance(rv, int) else 0)
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="modelfmt", prog_name="modelfmt")
 def cli() -> None:
     """Save, inspect, score and serve models in the MLflow-compatible model format."""
+
+
+cli.params.append(debug_option())
 
 
 def main(argv: list[str] | None = None) -> Any:

@@ -2,13 +2,36 @@
 
 from __future__ import annotations
 
+import importlib
 import os
+from types import ModuleType
 from typing import Any
 
 import click
 
-from modelfmt.flavors.onnx.convert import DEFAULT_ATOL, DEFAULT_RTOL, DTYPES, TARGETS, convert_sklearn_to_onnx
-from modelfmt.errors import INVALID_PARAMETER_VALUE, ConversionError, ModelfmtError
+from modelfmt.errors import INVALID_PARAMETER_VALUE, ModelfmtError
+
+
+def _converter() -> ModuleType:
+    # Imported when the command runs (or shows its own --help), not when `modelfmt --help` lists it.
+    from modelfmt.flavors.onnx import convert
+
+    return convert
+
+
+class _ConverterDefault(click.Option):
+    """An option whose default is a constant of the converter, read when it is needed."""
+
+    def get_default(self, ctx: click.Context, call: bool = True) -> Any:
+        value = super().get_default(ctx, call=call)
+        return getattr(_converter(), value) if isinstance(value, str) else value
+
+
+def _import_libraries() -> None:
+    # The converter reports any failure inside skl2onnx as "cannot convert" (exit 1); importing its
+    # libraries first lets a missing one name the extra to install instead.
+    for name in ("onnx", "onnxruntime", "skl2onnx"):
+        importlib.import_module(name)
 
 
 def _read_data(path: str) -> Any:
@@ -20,52 +43,48 @@ def _read_data(path: str) -> Any:
     return data
 
 
-class _Command(click.Command):
-    """Usage errors as one line on stderr (exit 2), like every other error of this command."""
-
-    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
-        try:
-            return super().parse_args(ctx, args)
-        except click.UsageError as e:
-            click.echo(f"modelfmt: error: {e.format_message()}", err=True)
-            ctx.exit(2)
-
-
-@click.command("convert", cls=_Command)
+@click.command("convert")
 @click.argument("model", type=click.Path())
 @click.option("--to", "target", default="onnx", show_default=True, help="Target format: onnx.")
 @click.option("-o", "--output", "output", default=None, help="Directory to write the converted model to.")
-@click.option("--data", "data_path", default=None, help="CSV, JSON or Parquet rows to check on (default: the input example).")
-@click.option("--rtol", type=float, default=DEFAULT_RTOL, show_default=True, help="Relative tolerance of the check.")
-@click.option("--atol", type=float, default=DEFAULT_ATOL, show_default=True, help="Absolute tolerance of the check.")
+@click.option("--data", "data_path", default=None,
+              help="CSV, JSON or Parquet rows to check on (default: the input example).")
+@click.option("--rtol", cls=_ConverterDefault, type=float, default="DEFAULT_RTOL", show_default=True,
+              help="Relative tolerance of the check.")
+@click.option("--atol", cls=_ConverterDefault, type=float, default="DEFAULT_ATOL", show_default=True,
+              help="Absolute tolerance of the check.")
 @click.option("--dtype", default="auto", show_default=True, help="Float inputs: auto, double or float.")
 @click.option("--overwrite", is_flag=True, help="Replace OUTPUT if it exists.")
-@click.option("--debug", is_flag=True, help="Show tracebacks.")
-def convert(model: str, target: str, output: str | None, data_path: str | None, rtol: float, atol: float, dtype: str, overwrite: bool, debug: bool) -> None:
+def convert(model: str, target: str, output: str | None, data_path: str | None, rtol: float, atol: float,
+            dtype: str, overwrite: bool) -> None:
     """Convert the sklearn MODEL to ONNX; written to OUTPUT only if both agree on the check data.
 
     Exit status: 0 written, 1 the model cannot be converted or the two disagree, 2 bad input.
     """
     from modelfmt.cli import fail
+    from modelfmt.errors import ConversionError
+    from modelfmt.open import open_model
 
+    conv = _converter()
+    if target not in conv.TARGETS:
+        raise ModelfmtError(
+            f"--to {target!r} is not a target; supported: {', '.join(conv.TARGETS)}", INVALID_PARAMETER_VALUE
+        )
+    if not output:
+        raise ModelfmtError("-o/--output OUTPUT (the directory to write) is required", INVALID_PARAMETER_VALUE)
+    if dtype not in conv.DTYPES:
+        raise ModelfmtError(f"--dtype is one of {', '.join(conv.DTYPES)}, got {dtype!r}", INVALID_PARAMETER_VALUE)
+    if rtol < 0 or atol < 0:
+        raise ModelfmtError("--rtol and --atol are >= 0", INVALID_PARAMETER_VALUE)
+    opened = open_model(model)
+    _import_libraries()
+    data = _read_data(data_path) if data_path else None
     try:
-        if target not in TARGETS:
-            raise ModelfmtError(f"--to {target!r} is not a target; supported: {', '.join(TARGETS)}", INVALID_PARAMETER_VALUE)
-        if not output:
-            raise ModelfmtError("-o/--output OUTPUT (the directory to write) is required", INVALID_PARAMETER_VALUE)
-        if dtype not in DTYPES:
-            raise ModelfmtError(f"--dtype is one of {', '.join(DTYPES)}, got {dtype!r}", INVALID_PARAMETER_VALUE)
-        if rtol < 0 or atol < 0:
-            raise ModelfmtError("--rtol and --atol are >= 0", INVALID_PARAMETER_VALUE)
-        data = _read_data(data_path) if data_path else None
-        meta = convert_sklearn_to_onnx(model, output, data=data, rtol=rtol, atol=atol, dtype=dtype, overwrite=overwrite)
+        meta = conv.convert_sklearn_to_onnx(
+            opened, output, data=data, rtol=rtol, atol=atol, dtype=dtype, overwrite=overwrite
+        )
     except ConversionError as e:
-        if debug:
-            raise
-        click.echo(f"modelfmt: error: {e}", err=True)
-        raise SystemExit(1) from None
-    except (ModelfmtError, OSError) as e:
-        fail(e, debug)
+        fail(e, exit_code=1)  # documented: 1 when the model cannot be converted or the two disagree
     c = meta.metadata["onnx_conversion"]
     click.echo(
         f"wrote {os.path.abspath(output)}: ONNX ({c['input_dtype']} inputs), checked on {c['rows']} rows: "

@@ -3,14 +3,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import click
 
-from modelfmt.errors import ModelfmtError
-from modelfmt.serving.docker import client as docker_cli
-from modelfmt.serving.docker.build import build_docker, generate_dockerfile
 
-
-def _common_options(fn):  # noqa: ANN001, ANN202 - a click decorator stack
+def _common_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     fn = click.option("--template", type=click.Path(dir_okay=False), help="Dockerfile template to render.")(fn)
     fn = click.option(
         "--modelfmt-wheel",
@@ -35,13 +34,13 @@ def generate_dockerfile_command(
     modelfmt_wheel: str | None, template: str | None,
 ) -> None:
     """Write a docker build context (Dockerfile, wheels, model) for MODEL into OUTPUT_DIR."""
-    try:
-        generate_dockerfile(
-            model, output_dir, base_image,
-            python_version=python_version, modelfmt_wheel=modelfmt_wheel, template=template,
-        )
-    except ModelfmtError as e:
-        raise click.ClickException(e.message) from None
+    from modelfmt.open import open_model
+    from modelfmt.serving.docker.build import generate_dockerfile
+
+    generate_dockerfile(
+        open_model(model), output_dir, base_image,
+        python_version=python_version, modelfmt_wheel=modelfmt_wheel, template=template,
+    )
     click.echo(f"wrote a build context to {output_dir}; build it with: docker build --network none -t TAG {output_dir}")
 
 
@@ -54,12 +53,13 @@ def build_docker_command(
     modelfmt_wheel: str | None, template: str | None, no_cache: bool,
 ) -> None:
     """Build a docker image TAG that serves MODEL on port 8080."""
-    try:
-        build_docker(
-            model, tag, base_image,
-            python_version=python_version, modelfmt_wheel=modelfmt_wheel, template=template, no_cache=no_cache,
-        )
-        size = docker_cli.image_config(tag).get("Size", 0) / 1e6
-    except ModelfmtError as e:
-        raise click.ClickException(e.message) from None
+    from modelfmt.open import open_model
+    from modelfmt.serving.docker import client as docker_cli
+    from modelfmt.serving.docker.build import build_docker
+
+    build_docker(
+        open_model(model), tag, base_image,
+        python_version=python_version, modelfmt_wheel=modelfmt_wheel, template=template, no_cache=no_cache,
+    )
+    size = docker_cli.image_config(tag).get("Size", 0) / 1e6
     click.echo(f"built {tag} ({size:.0f} MB); run it with: docker run --rm -p 8080:8080 {tag}")

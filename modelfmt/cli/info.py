@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import os
+from collections.abc import Sequence
 from typing import Any
 
 import click
 
-from modelfmt.cli import fail
-from modelfmt.errors import ModelfmtError
+from modelfmt.open import OpenedModel, open_model
 
 
 def _human_size(n: int | None) -> str:
@@ -36,27 +35,27 @@ def _schema_rows(schema: Any) -> list[tuple[str, str, str]]:
     return rows
 
 
-def _table(rows: list[tuple[str, ...]], header: tuple[str, ...]) -> str:
+def _table(rows: Sequence[tuple[str, ...]], header: tuple[str, ...]) -> str:
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
-    lines = ["  " + "  ".join(str(c).ljust(w) for c, w in zip(header, widths)).rstrip()]
-    lines += ["  " + "  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
+    lines = ["  " + "  ".join(str(c).ljust(w) for c, w in zip(header, widths, strict=True)).rstrip()]
+    lines += ["  " + "  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
     return "\n".join(lines)
 
 
-def describe(path: str) -> str:
-    """The text ``modelfmt info`` prints for the model at ``path``."""
+def describe(opened: OpenedModel) -> str:
+    """The text ``modelfmt info`` prints for an opened model (read from its files; nothing is loaded)."""
     from modelfmt.environment import read_requirements
     from modelfmt.example import load_input_example
-    from modelfmt.model import Model
 
-    m = Model.load(path)
-    out = [f"model:      {os.path.abspath(path)}", f"uuid:       {m.model_uuid}", f"created:    {m.utc_time_created}"]
+    path, m = opened.path, opened.model
+    out = [f"model:      {path}", f"uuid:       {m.model_uuid}", f"created:    {m.utc_time_created}"]
     out.append(f"size:       {_human_size(m.model_size_bytes)}")
     writer = f"mlflow {m.mlflow_version}" if m.mlflow_version else f"modelfmt {m.modelfmt_version}"
     out.append(f"saved by:   {writer}")
     out.append("flavors:")
     for name, conf in sorted(m.flavors.items()):
-        detail = ", ".join(f"{k}={v}" for k, v in sorted(conf.items()) if isinstance(v, (str, int, float)) and k != "env")
+        shown = sorted((k, v) for k, v in conf.items() if isinstance(v, (str, int, float)) and k != "env")
+        detail = ", ".join(f"{k}={v}" for k, v in shown)
         out.append(f"  {name}: {detail}")
     sig = m.signature
     for label, schema in (("inputs", sig and sig.inputs), ("outputs", sig and sig.outputs)):
@@ -65,7 +64,8 @@ def describe(path: str) -> str:
             out.append(_table(_schema_rows(schema), ("name", "type", "shape/required")))
     if sig and sig.params:
         out.append("params:")
-        out.append(_table([(p.name, p.dtype.value, repr(p.default)) for p in sig.params.params], ("name", "type", "default")))
+        params = [(p.name, p.dtype.value, repr(p.default)) for p in sig.params.params]
+        out.append(_table(params, ("name", "type", "default")))
     if not sig:
         out.append("signature:  none (input is not checked)")
     example = load_input_example(path, m)
@@ -84,31 +84,24 @@ def describe(path: str) -> str:
 
 @click.command("info")
 @click.argument("model", type=click.Path())
-@click.option("--debug", is_flag=True, help="Show tracebacks.")
-def info(model: str, debug: bool) -> None:
+def info(model: str) -> None:
     """Show a model's flavors, signature, input example, requirements and size."""
-    try:
-        click.echo(describe(model))
-    except (ModelfmtError, OSError) as e:
-        fail(e, debug)
+    click.echo(describe(open_model(model)))
 
 
 @click.command("verify")
 @click.argument("model", type=click.Path())
-@click.option("--debug", is_flag=True, help="Show tracebacks.")
-def verify(model: str, debug: bool) -> None:
+def verify(model: str) -> None:
     """Load a model and score its input example; exit 2 when either fails."""
-    try:
-        from modelfmt.flavors.pyfunc import load_model
-        from modelfmt.example import load_input_example
+    from modelfmt.example import load_input_example
+    from modelfmt.flavors.pyfunc import load_model
 
-        pm = load_model(model)
-        example = load_input_example(model, pm.metadata)
-        if example is None:
-            click.echo(f"ok: {model} loads (no input example to score)")
-            return
-        result = pm.predict(example)
-        rows = len(result) if hasattr(result, "__len__") else 1
-        click.echo(f"ok: {model} loads and scores its input example ({rows} prediction(s))")
-    except (ModelfmtError, OSError) as e:
-        fail(e, debug)
+    opened = open_model(model)
+    pm = load_model(opened)
+    example = load_input_example(opened.path, opened.model)
+    if example is None:
+        click.echo(f"ok: {model} loads (no input example to score)")
+        return
+    result = pm.predict(example)
+    rows = len(result) if hasattr(result, "__len__") else 1
+    click.echo(f"ok: {model} loads and scores its input example ({rows} prediction(s))")

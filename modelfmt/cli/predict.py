@@ -9,8 +9,7 @@ from typing import Any
 
 import click
 
-from modelfmt.cli import fail
-from modelfmt.errors import ModelfmtError, PayloadError
+from modelfmt.errors import PayloadError
 
 FORMATS = ("json", "csv", "parquet")
 _CONTENT_TYPES = {"json": "application/json", "csv": "text/csv"}
@@ -76,33 +75,38 @@ def write_output(predictions: Any, fmt: str) -> bytes:
     return buf.getvalue()
 
 
+def _read(path: str) -> bytes:
+    if path == "-":
+        return sys.stdin.buffer.read()
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def _write(path: str, out: bytes) -> None:
+    if path == "-":
+        sys.stdout.buffer.write(out)
+        sys.stdout.buffer.flush()
+        return
+    with open(path, "wb") as f:
+        f.write(out)
+
+
 @click.command("predict")
 @click.argument("model", type=click.Path())
 @click.option("-i", "--input", "input_path", required=True, help="Input file, or - for stdin.")
 @click.option("-o", "--output", "output_path", default="-", show_default=True, help="Output file, or - for stdout.")
 @click.option("--format", "in_format", type=click.Choice(FORMATS), help="Input format (default: from the extension).")
-@click.option("--output-format", "out_format", type=click.Choice(FORMATS), help="Output format (default: from the extension).")
-@click.option("--debug", is_flag=True, help="Show tracebacks.")
-def predict(model: str, input_path: str, output_path: str, in_format: str | None, out_format: str | None, debug: bool) -> None:
+@click.option("--output-format", "out_format", type=click.Choice(FORMATS),
+              help="Output format (default: from the extension).")
+def predict(model: str, input_path: str, output_path: str, in_format: str | None, out_format: str | None) -> None:
     """Score INPUT with MODEL and write the predictions to OUTPUT."""
-    try:
-        fmt_in = format_for(input_path, in_format)
-        fmt_out = format_for(output_path, out_format)
-        from modelfmt.flavors.pyfunc import load_model
+    from modelfmt.flavors.pyfunc import load_model
+    from modelfmt.open import open_model
 
-        pm = load_model(model)
-        if input_path == "-":
-            body = sys.stdin.buffer.read()
-        else:
-            with open(input_path, "rb") as f:
-                body = f.read()
-        data, params = read_input(body, fmt_in, pm.metadata.get_input_schema())
-        out = write_output(pm.predict(data, params=params), fmt_out)
-        if output_path == "-":
-            sys.stdout.buffer.write(out)
-            sys.stdout.buffer.flush()
-        else:
-            with open(output_path, "wb") as f:
-                f.write(out)
-    except (ModelfmtError, OSError) as e:
-        fail(e, debug)
+    fmt_in = format_for(input_path, in_format)
+    fmt_out = format_for(output_path, out_format)
+    opened = open_model(model)
+    body = _read(input_path)  # before loading the model: a wrong input path fails fast
+    pm = load_model(opened)
+    data, params = read_input(body, fmt_in, opened.model.get_input_schema())
+    _write(output_path, write_output(pm.predict(data, params=params), fmt_out))

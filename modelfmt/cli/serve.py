@@ -51,20 +51,17 @@ def _env(name: str) -> dict:
               help="Seconds a request may run; past it the answer is 504 and the worker is replaced.")
 @click.option("--max-body-size", default="100MiB", callback=_size_option, **_env("MAX_BODY_SIZE"),
               help="Largest request body (bytes, or 512K, 100MiB...); larger gets 413.")
-@click.option("--debug", is_flag=True, envvar="MODELFMT_DEBUG", show_envvar=True,
-              help="Stack traces in 500 answers; debug logs.")
 def serve(model: str, host: str, port: int, workers: int | None, threads: int, timeout: float,
-          max_body_size: int, debug: bool) -> None:
-    """Serve MODEL over HTTP with MLflow's scoring protocol (POST /invocations) until SIGTERM or Ctrl-C."""
-    from modelfmt.cli import fail
-    from modelfmt.errors import ModelfmtError
-    from modelfmt.model import Model
+          max_body_size: int) -> None:
+    """Serve MODEL over HTTP with MLflow's scoring protocol (POST /invocations) until SIGTERM or Ctrl-C.
 
-    try:
-        Model.load(model)  # a wrong path fails here, in one line, before any worker starts
-    except ModelfmtError as e:
-        fail(e, debug)
+    With --debug (before or after the command name, or MODELFMT_DEBUG) 500 answers carry stack traces
+    and the logs go down to debug.
+    """
+    from modelfmt.cli import debug_enabled
+    from modelfmt.open import open_model
     from modelfmt.serving.server import run
 
-    run(model, host=host, port=port, workers=workers, threads=threads, timeout=timeout,
-        max_body_size=max_body_size, debug=debug)
+    opened = open_model(model)  # a wrong path fails here, in one line, before any worker starts
+    run(opened, host=host, port=port, workers=workers, threads=threads, timeout=timeout,
+        max_body_size=max_body_size, debug=debug_enabled())
