@@ -27,6 +27,16 @@ def test_numbers_take_declared_types_and_strings_stay_strings():
     enforce_schema(df, SCHEMA)
 
 
+def test_doubles_narrowed_integers_kept_floats_never_made_integers():
+    schema = Schema([ColSpec("float", "x"), ColSpec("long", "n")])
+    df = enforce_schema(decode("x,n\n0.1,1\n0.7,2\n", schema), schema)
+    assert df["x"].tolist() == [np.float32(0.1), np.float32(0.7)] and df["n"].tolist() == [1, 2]
+    with pytest.raises(SchemaError, match="column 'n': expected long, got float64 .*never converted to an integer"):
+        enforce_schema(decode("x,n\n0.1,1.0\n", schema), schema)
+    with pytest.raises(SchemaError, match="column 'n': expected long, got float64 \\(missing values"):
+        enforce_schema(decode("x,n\n0.1,1\n0.2,\n", schema), schema)
+
+
 def test_csv_with_charset_and_crlf():
     data, _ = decode_request(b"a,b,code\r\n1,2,z\r\n", "text/csv; charset=utf-8", SCHEMA)
     assert data.shape == (1, 3)

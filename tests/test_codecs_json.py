@@ -74,6 +74,54 @@ def test_split_fractional_number_for_a_long_column_is_refused_by_enforcement():
         enforce_schema(df, COLS)
 
 
+def test_split_integral_doubles_for_a_long_column_are_refused_by_type():
+    # A float never becomes an integer (modelfmt.casting): 3.0 is refused as 2.5 is, naming the column.
+    df, _ = decode({"dataframe_split": {"columns": ["a", "b", "c"], "data": [[1.5, 3.0, 1], [2, 4.0, 2]]}}, COLS)
+    with pytest.raises(SchemaError, match="column 'b': expected long, got float64 .*never converted to an integer"):
+        enforce_schema(df, COLS)
+    # Integers beside doubles in the rows keep their type (the all-numbers fast path reads them as doubles).
+    df, _ = decode({"dataframe_split": {"columns": ["a", "b", "c"], "data": [[1.5, 3, 1], [2, 4, 2.5]]}}, COLS)
+    assert [str(t) for t in df.dtypes] == ["float64", "int64", "float32"]
+
+
+def test_doubles_for_float_columns_are_narrowed_in_every_key():
+    schema = Schema([ColSpec("float", "x"), ColSpec("double", "y")])
+    want = np.array([0.1, 1 / 3], np.float32)  # neither has an exact float32
+    bodies = [
+        {"dataframe_split": {"columns": ["x", "y"], "data": [[0.1, 1], [1 / 3, 2]]}},
+        {"dataframe_records": [{"x": 0.1, "y": 1}, {"x": 1 / 3, "y": 2}]},
+        {"instances": [{"x": 0.1, "y": 1}, {"x": 1 / 3, "y": 2}]},
+        {"inputs": {"x": [0.1, 1 / 3], "y": [1, 2]}},
+    ]
+    for doc in bodies:
+        data, _ = decode(doc, schema)
+        out = enforce_schema(data, schema)
+        assert out["x"].dtype == np.float32 and out["y"].dtype == np.float64, list(doc)
+        np.testing.assert_array_equal(out["x"].to_numpy(), want)
+
+
+def test_integers_wider_than_the_column_are_refused_naming_a_value():
+    schema = Schema([ColSpec("integer", "n")])
+    df, _ = decode({"dataframe_split": {"columns": ["n"], "data": [[1], [2]]}}, schema)
+    assert df["n"].dtype == np.int32
+    data, _ = decode({"inputs": {"n": [1, 2**31]}}, schema)
+    with pytest.raises(SchemaError, match="column 'n': expected integer, got int64 .*such as 2147483648"):
+        enforce_schema(data, schema)
+
+
+@pytest.mark.parametrize("key", ["dataframe_split", "instances", "inputs"])
+def test_a_null_in_a_long_column_is_a_missing_value(key):
+    schema = Schema([ColSpec("long", "n"), ColSpec("double", "x")])
+    doc = {
+        "dataframe_split": {"dataframe_split": {"columns": ["n", "x"], "data": [[1, 0.5], [None, 1.5]]}},
+        "instances": {"instances": [{"n": 1, "x": 0.5}, {"n": None, "x": 1.5}]},
+        "inputs": {"inputs": {"n": [1, None], "x": [0.5, 1.5]}},
+    }[key]
+    data, _ = decode(doc, schema)
+    with pytest.raises(SchemaError, match="column 'n': expected long, got float64 \\(missing values"):
+        enforce_schema(data, schema)
+
+
 def test_split_big_integers_keep_their_precision():
     big = 2**60 + 1
     df, _ = decode({"dataframe_split": {"columns": ["a", "b", "c"], "data": [[0.5, big, 1]]}}, COLS)

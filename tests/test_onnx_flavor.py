@@ -134,6 +134,20 @@ def test_predict_takes_arrays_lists_frames_and_dicts(en_onnx_path, elasticnet, d
     np.testing.assert_allclose(raw.predict(pd.DataFrame({"x": list(x32)})).ravel(), want, rtol=1e-5)
 
 
+def test_the_feed_casts_by_the_one_policy(en_onnx_path, elasticnet, diabetes):
+    raw = modelfmt.load_model(en_onnx_path)._impl  # the wrapper alone: no signature in between
+    X = diabetes[0].head(2).to_numpy()  # doubles with no exact float32
+    np.testing.assert_array_equal(raw.predict(X), raw.predict(X.astype(np.float32)))
+    np.testing.assert_array_equal(raw.predict(X.astype(object)), raw.predict(X.astype(np.float32)))
+    assert raw.predict(np.zeros((1, 10), np.int16)).shape == (1, 1)
+    with pytest.raises(SchemaError, match=r"^ONNX input 'input': expected float32, got bool \(a boolean is never"):
+        raw.predict(np.zeros((1, 10), bool))
+    with pytest.raises(SchemaError, match=r"^ONNX input 'input': expected float32, got int64 \(integers beyond 2\*\*24"):
+        raw.predict(np.full((1, 10), 2**24 + 1))
+    with pytest.raises(SchemaError, match=r"^ONNX input 'input': expected float32, got a value of type str"):
+        raw.predict(np.array([["1"] * 10], dtype=object))
+
+
 def test_session_takes_the_recorded_options_and_load_overrides(en_onnx_path):
     pm = modelfmt.load_model(en_onnx_path)
     session = pm.get_raw_model()
