@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-from typing import Any, Iterable, Union
+from collections.abc import Iterable
+from typing import Any
 
 from modelfmt.errors import ModelFormatError
 from modelfmt.types import ColType, DataType, type_from_dict, type_name, type_to_dict
@@ -25,7 +26,7 @@ class ColSpec:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict) -> "ColSpec":
+    def from_dict(cls, d: dict) -> ColSpec:
         return cls(type_from_dict(d), d.get("name"), d.get("required", True))
 
     def __eq__(self, other: object) -> bool:
@@ -40,13 +41,29 @@ class ColSpec:
         return f"{self.name!r}: {type_name(self.type)}{opt}" if self.name else f"{type_name(self.type)}{opt}"
 
 
+def clean_tensor_dtype(dtype: Any) -> Any:
+    """``dtype`` as a numpy dtype, with the length of numpy's sized strings dropped (``<U5`` -> ``str``,
+    ``|S3`` -> ``bytes``): the length is the example's, not the model's, and MLflow reads only the bare
+    names."""
+    import numpy as np
+
+    dtype = np.dtype(dtype)
+    if dtype.char == "U":
+        return np.dtype("str")
+    if dtype.char == "S":
+        return np.dtype("bytes")
+    return dtype
+
+
 class TensorSpec:
-    """One tensor: a numpy dtype and a shape whose ``-1`` entries are variable."""
+    """One tensor: a numpy dtype and a shape whose ``-1`` entries are variable.
+
+    Sized string dtypes are kept without their length (see :func:`clean_tensor_dtype`), so a spec read
+    from an older ``MLmodel`` holding ``<U5`` is written back as MLflow's ``str``.
+    """
 
     def __init__(self, dtype: Any, shape: Iterable[int], name: str | None = None) -> None:
-        import numpy as np
-
-        self.dtype = np.dtype(dtype)
+        self.dtype = clean_tensor_dtype(dtype)
         self.shape = tuple(int(s) for s in shape)
         self.name = name
 
@@ -55,17 +72,18 @@ class TensorSpec:
         return True
 
     def to_dict(self) -> dict:
-        d: dict = {"type": "tensor", "tensor-spec": {"dtype": str(self.dtype), "shape": list(self.shape)}}
+        # dtype.name is MLflow's spelling ("float64", "str", "datetime64[ns]"); str() would give "<U0".
+        d: dict = {"type": "tensor", "tensor-spec": {"dtype": self.dtype.name, "shape": list(self.shape)}}
         if self.name is not None:
             d["name"] = self.name
         return d
 
     @classmethod
-    def from_dict(cls, d: dict) -> "TensorSpec":
+    def from_dict(cls, d: dict) -> TensorSpec:
         spec = d.get("tensor-spec") or {}
         try:
             return cls(spec["dtype"], spec["shape"], d.get("name"))
-        except (KeyError, TypeError) as e:
+        except (KeyError, TypeError, ValueError) as e:
             raise ModelFormatError(f"malformed tensor spec in signature: {d!r}") from e
 
     def __eq__(self, other: object) -> bool:
@@ -80,7 +98,7 @@ class TensorSpec:
         return f"{name}Tensor({self.dtype}, {self.shape})"
 
 
-Spec = Union[ColSpec, TensorSpec]
+Spec = ColSpec | TensorSpec
 
 
 class Schema:
@@ -114,7 +132,7 @@ class Schema:
         return json.dumps(self.to_dict())
 
     @classmethod
-    def from_json(cls, text: str | list) -> "Schema":
+    def from_json(cls, text: str | list) -> Schema:
         items = json.loads(text) if isinstance(text, str) else text
         if not isinstance(items, list):
             raise ModelFormatError(f"a schema is a JSON list, got {type(items).__name__}")
@@ -141,8 +159,8 @@ class ParamSpec:
 
     def to_dict(self) -> dict:
         default = self.default
-        if self.dtype == DataType.datetime and default is not None and hasattr(default, "isoformat"):
-            default = default.isoformat()
+        if self.dtype == DataType.datetime and default is not None:
+            default = [_iso(v) for v in default] if isinstance(default, (list, tuple)) else _iso(default)
         return {
             "name": self.name,
             "default": default,
@@ -151,7 +169,7 @@ class ParamSpec:
         }
 
     @classmethod
-    def from_dict(cls, d: dict) -> "ParamSpec":
+    def from_dict(cls, d: dict) -> ParamSpec:
         return cls(d["name"], d["type"], d.get("default"), d.get("shape"))
 
     def __eq__(self, other: object) -> bool:
@@ -159,6 +177,11 @@ class ParamSpec:
 
     def __repr__(self) -> str:
         return f"{self.name!r}: {self.dtype.value} (default: {self.default!r})"
+
+
+def _iso(value: Any) -> Any:
+    """A datetime default as MLflow writes it (ISO 8601); other values unchanged."""
+    return value.isoformat() if hasattr(value, "isoformat") else value
 
 
 class ParamSchema:
@@ -177,7 +200,7 @@ class ParamSchema:
         return json.dumps(self.to_dict())
 
     @classmethod
-    def from_json(cls, text: str | list) -> "ParamSchema":
+    def from_json(cls, text: str | list) -> ParamSchema:
         items = json.loads(text) if isinstance(text, str) else text
         return cls([ParamSpec.from_dict(d) for d in items])
 
@@ -210,7 +233,7 @@ class ModelSignature:
         }
 
     @classmethod
-    def from_dict(cls, d: dict) -> "ModelSignature":
+    def from_dict(cls, d: dict) -> ModelSignature:
         if not isinstance(d, dict):
             raise ModelFormatError(f"'signature' in MLmodel is a mapping, got {type(d).__name__}")
         try:
