@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import logging
-from typing import Any
+from typing import Any, cast
 
 from modelfmt.casting import cast_array
 from modelfmt.errors import ParamsError, SchemaError
@@ -53,7 +53,7 @@ def _to_frame(data: Any, schema: Schema) -> Any:
         if arr.ndim == 1 and len(schema.inputs) == 1:
             return pd.DataFrame({names[0] if names else 0: list(data)})
         if arr.ndim == 2 and arr.shape[1] == len(schema.inputs):
-            cols = names or list(range(arr.shape[1]))
+            cols: list = names or list(range(arr.shape[1]))
             return pd.DataFrame(np.asarray(data) if isinstance(data, np.ndarray) else list(data), columns=cols)
         raise SchemaError(
             f"input of shape {arr.shape} does not fit a schema of {len(schema.inputs)} column(s) {names or ''}"
@@ -75,8 +75,8 @@ def _enforce_columns(data: Any, schema: Schema) -> Any:
 
     df = _to_frame(data, schema)
     _refuse_duplicates(df.columns)
+    specs = cast("list[ColSpec]", schema.inputs)
     if not schema.has_input_names():
-        specs = schema.inputs
         if len(df.columns) < len(specs):
             raise SchemaError(f"model expects {len(specs)} column(s), input has {len(df.columns)}")
         out = pd.DataFrame({c: _convert_column(df[c], s, str(c)) for c, s in zip(df.columns, specs, strict=False)})
@@ -86,14 +86,14 @@ def _enforce_columns(data: Any, schema: Schema) -> Any:
     if not all(isinstance(c, str) for c in df.columns):
         df = df.rename(columns=str)  # a copy: the caller's frame keeps its labels
         _refuse_duplicates(df.columns)  # 0 and "0" are now the same column
-    missing = [s.name for s in schema.inputs if s.required and s.name not in df.columns]
+    missing = [s.name for s in specs if s.required and s.name not in df.columns]
     if missing:
         raise SchemaError(
             f"missing required input column(s): {', '.join(map(repr, missing))}; "
             f"model expects {schema.input_names()}, input has {list(df.columns)}"
         )
-    present = [s for s in schema.inputs if s.name in df.columns]
-    return pd.DataFrame({s.name: _convert_column(df[s.name], s, s.name) for s in present}, index=df.index)
+    present = [s for s in specs if s.name in df.columns]
+    return pd.DataFrame({s.name: _convert_column(df[s.name], s, str(s.name)) for s in present}, index=df.index)
 
 
 def _refuse_duplicates(columns: Any) -> None:
@@ -110,8 +110,10 @@ def _conforms(df: Any, schema: Schema) -> bool:
     if list(df.columns) != schema.input_names():
         return False
     dtypes = df.dtypes.tolist()
-    pairs = zip(schema.inputs, dtypes, strict=True)
-    return all(s.type in _PLAIN_DTYPES and dtype == s.type.to_numpy() for s, dtype in pairs)
+    pairs = zip(cast("list[ColSpec]", schema.inputs), dtypes, strict=True)
+    return all(
+        isinstance(s.type, DataType) and s.type in _PLAIN_DTYPES and dtype == s.type.to_numpy() for s, dtype in pairs
+    )
 
 
 def _incompatible(name: str, expected: str, found: Any, why: str = "") -> SchemaError:
@@ -202,7 +204,7 @@ def _nullable_values(col: Any, t: DataType, what: str) -> Any:
 def _check_nested(col: Any, t: Any, name: str) -> Any:
     import numpy as np
 
-    want = {Array: (list, tuple), Object: dict, Map: dict, SparkMLVector: (list, tuple)}[type(t)]
+    want: Any = {Array: (list, tuple), Object: dict, Map: dict, SparkMLVector: (list, tuple)}[type(t)]
     for v in col:
         if v is None:
             continue
@@ -219,7 +221,7 @@ def _check_nested(col: Any, t: Any, name: str) -> Any:
 def _enforce_tensors(data: Any, schema: Schema) -> Any:
     import pandas as pd
 
-    specs = schema.inputs
+    specs = cast("list[TensorSpec]", schema.inputs)
     if len(specs) == 1 and (specs[0].name is None or not isinstance(data, dict)):
         spec = specs[0]
         if isinstance(data, dict) and len(data) == 1:
