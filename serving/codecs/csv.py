@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import io
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from modelfmt.errors import PayloadError
-from modelfmt.serving.codecs import CSV, register
+from modelfmt.serving.codecs._registry import CSV, MLFLOW, register_decoder
 from modelfmt.serving.codecs._tables import conform_frame, plan_for
 
+if TYPE_CHECKING:
+    from modelfmt.signature import Schema
 
-@register(CSV)
-def decode(body: bytes, schema: Any = None) -> tuple[Any, None]:
+
+@register_decoder(MLFLOW, CSV)
+def decode(body: bytes, schema: Schema | None = None) -> tuple[Any, None]:
     """Parse a CSV body into a DataFrame; CSV carries no params."""
     import pandas as pd
 

@@ -7,12 +7,13 @@ A body is an object with exactly one of ``dataframe_split`` (``columns``/``data`
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from modelfmt.errors import PayloadError
-from modelfmt.serving.codecs import JSON, register
+from modelfmt.jsonenc import dumps
+from modelfmt.serving.codecs._registry import JSON, MLFLOW, register_decoder, register_encoder
 from modelfmt.serving.codecs._tables import (
     Plan,
     conform_array,
@@ -31,9 +32,12 @@ INPUTS = "inputs"
 PARAMS = "params"
 FORMAT_KEYS = (DF_SPLIT, DF_RECORDS, INSTANCES, INPUTS)
 
+if TYPE_CHECKING:
+    from modelfmt.signature import Schema
 
-@register(JSON)
-def decode(body: bytes, schema: Any = None) -> tuple[Any, dict | None]:
+
+@register_decoder(MLFLOW, JSON)
+def decode(body: bytes, schema: Schema | None = None) -> tuple[Any, dict | None]:
     """Parse a JSON scoring body into ``(model input, params)``."""
     try:
         doc = orjson.loads(body)
@@ -64,6 +68,16 @@ def decode(body: bytes, schema: Any = None) -> tuple[Any, dict | None]:
     else:
         data = _inputs(value, plan, body)
     return data, params
+
+
+@register_encoder(MLFLOW, JSON, default=True)
+def encode(predictions: Any) -> bytes:
+    """``{"predictions": ...}`` as JSON bytes, shaped as MLflow shapes them.
+
+    A DataFrame becomes a list of records, a Series a list of one-key records, an array nested lists,
+    a dict of arrays a dict of lists; NaN becomes ``null``.
+    """
+    return dumps({"predictions": predictions})
 
 
 def _json_kind(value: Any) -> str:
