@@ -11,4 +11,4 @@ def __getattr__(name: str) -> Any:
         from modelfmt.serving.app import create_app
 
         return create_app
-    raise AttributeError(f"module 'serving' has no attribute {name!r}")
+    raise AttributeError(f"module 'modelfmt.serving' has no attribute {name!r}")

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -31,7 +32,10 @@ class Metrics:
             "modelfmt_requests", "HTTP requests answered, by endpoint and status.", ["endpoint", "status"]
         )
         self.latency = Histogram(
-            "modelfmt_request_duration_seconds", "Time to answer a request, by endpoint.", ["endpoint"], buckets=_BUCKETS
+            "modelfmt_request_duration_seconds",
+            "Time to answer a request, by endpoint.",
+            ["endpoint"],
+            buckets=_BUCKETS,
         )
         self.rows = Counter("modelfmt_rows_scored", "Input rows scored by the model.")
         self.timeouts = Counter("modelfmt_request_timeouts", "Requests answered 504 for running past the timeout.")

@@ -1,7 +1,10 @@
 """``modelfmt serve``: gunicorn around the scoring app, with request timeouts and graceful stops.
 
-- Each worker loads the model itself (no model is shared across ``fork``: ONNX and Spark sessions are
-  not fork-safe); heavy libraries are imported once in the master so a replaced worker starts fast.
+- The master opens the model once (:func:`~modelfmt.open.open_model`: ``MLmodel`` parsed and checked);
+  the workers fork with that :class:`~modelfmt.open.OpenedModel` and reuse it.
+- Each worker loads the model itself (no loaded model is shared across ``fork``: ONNX and Spark
+  sessions are not fork-safe); heavy libraries are imported once in the master so a replaced worker
+  starts fast.
 - A request running past ``timeout`` is answered 504 by a watchdog thread and its worker is replaced:
   the stuck call cannot be stopped from Python, so the worker finishes its other requests and exits.
 - SIGTERM and SIGINT both stop gracefully: requests in flight finish, then the server exits 0.
@@ -19,10 +22,14 @@ import signal
 import sys
 import tempfile
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from modelfmt.serving import timeouts
 from modelfmt.serving.timeouts import TimeoutGuard
+
+if TYPE_CHECKING:
+    from modelfmt.open import OpenedModel
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 5001
@@ -121,8 +128,9 @@ def _app_class() -> type:
     class ModelfmtApplication(BaseApplication):
         """gunicorn running :func:`modelfmt.serving.app.create_app` behind :class:`TimeoutGuard`."""
 
-        def __init__(self, model_path: str, options: dict, app_options: dict, timeout: float) -> None:
-            self.model_path, self.options, self.app_options, self.timeout = model_path, options, app_options, timeout
+        def __init__(self, opened: OpenedModel, options: dict, app_options: dict, timeout: float) -> None:
+            # Opened in the master; every worker forks with it and loads from it, MLmodel not parsed again.
+            self.opened, self.options, self.app_options, self.timeout = opened, options, app_options, timeout
             super().__init__()
 
         def load_config(self) -> None:
@@ -134,7 +142,7 @@ def _app_class() -> type:
             from modelfmt.serving.app import create_app
 
             try:
-                app = create_app(self.model_path, **self.app_options)
+                app = create_app(self.opened, **self.app_options)
             except ModelfmtError as e:
                 raise AppImportError(f"modelfmt serve: cannot load the model: {e}") from e
             return TimeoutGuard(app, self.timeout)
@@ -166,7 +174,7 @@ def _metrics_dir() -> str | None:
 _FORK_SAFE_LOADERS = {"mlflow.sklearn"}
 
 
-def _preload(model_path: str) -> None:
+def _preload(opened: OpenedModel) -> None:
     """Import, in the master, what every worker would import: workers fork with it and start fast."""
     import numpy  # noqa: F401
     import pandas  # noqa: F401
@@ -174,22 +182,22 @@ def _preload(model_path: str) -> None:
 
     import modelfmt.serving.app  # noqa: F401
     import modelfmt.serving.codecs  # noqa: F401
-    from modelfmt.model import PYFUNC_FLAVOR, Model
+    import modelfmt.serving.runtime  # noqa: F401
+    from modelfmt.model import PYFUNC_FLAVOR
 
     try:
-        meta = Model.load(model_path)
-        if meta.flavors.get(PYFUNC_FLAVOR, {}).get("loader_module") in _FORK_SAFE_LOADERS:
+        if opened.model.flavors.get(PYFUNC_FLAVOR, {}).get("loader_module") in _FORK_SAFE_LOADERS:
             from modelfmt.flavors.pyfunc import load_model
 
             started = time.perf_counter()
-            load_model(model_path)  # for its imports only; each worker loads its own copy
+            load_model(opened)  # for its imports only; each worker loads its own copy
             _log.info("model libraries imported in the master in %.2fs", time.perf_counter() - started)
     except Exception as e:  # noqa: BLE001 - a worker will load the model and report the problem properly
-        _log.debug("preloading %s failed: %s", model_path, e)
+        _log.debug("preloading %s failed: %s", opened.path, e)
 
 
 def run(
-    model_path: str,
+    model: str | os.PathLike | OpenedModel,
     *,
     host: str = DEFAULT_HOST,
     port: int = DEFAULT_PORT,
@@ -199,16 +207,19 @@ def run(
     max_body_size: int | None = None,
     debug: bool = False,
 ) -> None:
-    """Serve ``model_path`` in the foreground until SIGTERM or SIGINT (blocking)."""
+    """Serve ``model`` (a location or an :class:`~modelfmt.open.OpenedModel`) in the foreground until
+    SIGTERM or SIGINT (blocking). A location that is not a model raises before any worker starts."""
+    from modelfmt.open import open_model
     from modelfmt.serving.app import DEFAULT_MAX_BODY_SIZE
 
+    opened = open_model(model)
     _configure_logging(debug)
     created = _metrics_dir()
-    _preload(model_path)
+    _preload(opened)
     options = _gunicorn_options(host, port, workers or default_workers(), threads, timeout, debug)
     app_options = {"max_body_size": max_body_size or DEFAULT_MAX_BODY_SIZE, "debug": debug}
     try:
-        _app_class()(os.path.abspath(model_path), options, app_options, timeout).run()
+        _app_class()(opened, options, app_options, timeout).run()
     finally:
         if created:
             from modelfmt.serving.metrics import MULTIPROC_ENV

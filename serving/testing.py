@@ -11,7 +11,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from typing import Any, Iterator
+from collections.abc import Iterator, Mapping
+from typing import Any
 
 from modelfmt.errors import DeployError
 
@@ -53,35 +54,40 @@ def serving(
     host: str = DEFAULT_HOST,
     startup_timeout: float = 120.0,
     log_path: str | None = None,
+    env: Mapping[str, str] | None = None,
     **options: Any,
 ) -> Iterator[ServerURL]:
     """Run ``modelfmt serve`` in a subprocess; yield its base URL once ``/ping`` answers 200; stop it.
 
     ``options`` are ``serve``'s options (``workers=2``, ``timeout=5``, ``debug=True``...). Logs go to
     ``log_path`` (a temporary file when not given; its tail is in the error if the server fails to start).
+    ``env`` is the server's whole environment, as for :class:`subprocess.Popen` (this process's when not
+    given; pass ``{**os.environ, "NAME": "value"}`` to add to it).
     """
     port = port or free_port(host)
     own_log = log_path is None
-    if own_log:
+    if log_path is None:
         fd, log_path = tempfile.mkstemp(prefix="modelfmt-serve-", suffix=".log")
         os.close(fd)
+    log_file: str = log_path
     from modelfmt.serving.metrics import MULTIPROC_ENV
 
-    env = {k: v for k, v in os.environ.items() if k != MULTIPROC_ENV}  # the server makes its own
-    with open(log_path, "ab") as log:
+    base = os.environ if env is None else env
+    child_env = {k: v for k, v in base.items() if k != MULTIPROC_ENV}  # the server makes its own metrics directory
+    with open(log_file, "ab") as log:
         proc = subprocess.Popen(
-            _command(model_path, host, port, options), stdout=log, stderr=subprocess.STDOUT, env=env
+            _command(model_path, host, port, options), stdout=log, stderr=subprocess.STDOUT, env=child_env
         )
     url = ServerURL(f"http://{host}:{port}")
-    url.pid, url.process, url.log_path = proc.pid, proc, log_path
+    url.pid, url.process, url.log_path = proc.pid, proc, log_file
     try:
-        wait_until_ready(proc, url, startup_timeout, log_path)
+        wait_until_ready(proc, url, startup_timeout, log_file)
         yield url
     finally:
         stop_process(proc)
         if own_log:
             with contextlib.suppress(OSError):
-                os.remove(log_path)
+                os.remove(log_file)
 
 
 def wait_until_ready(proc: subprocess.Popen, url: str, timeout: float = 120.0, log_path: str | None = None) -> None:
@@ -103,7 +109,9 @@ def wait_until_ready(proc: subprocess.Popen, url: str, timeout: float = 120.0, l
         except (urllib.error.URLError, OSError):
             pass
         time.sleep(0.05)
-    raise DeployError(f"modelfmt serve did not answer /ping with 200 within {timeout:g}s (last status {status}):\n{_tail(log_path)}")
+    raise DeployError(
+        f"modelfmt serve did not answer /ping with 200 within {timeout:g}s (last status {status}):\n{_tail(log_path)}"
+    )
 
 
 def _tail(path: str | None, lines: int = 30) -> str:

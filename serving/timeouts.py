@@ -14,7 +14,8 @@ import signal
 import socket
 import threading
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 _log = logging.getLogger("modelfmt.serving")
 WORKER: Any = None  # this process's gunicorn worker, set by ``modelfmt.serving.server`` once it has booted

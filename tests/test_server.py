@@ -47,7 +47,8 @@ def servers(sklearn_model_path, tmp_path_factory):
         "sk": (sklearn_model_path, {"workers": 2}),
         # gthread workers (threads > 1), a short timeout and a small body limit.
         "chaos": (chaos, {"workers": 2, "threads": 2, "timeout": 3, "max_body_size": "16KiB", "log_path": str(base / "chaos.log")}),
-        "tensor": (tensor, {"workers": 1}),
+        # serve's options from the environment given to the subprocess (MODELFMT_WORKERS).
+        "tensor": (tensor, {"env": {**os.environ, "MODELFMT_WORKERS": "1"}}),
     }
     with contextlib.ExitStack() as stack:
         yield start_servers(stack, specs)
@@ -69,8 +70,9 @@ def rows(diabetes, elasticnet):
     return X, elasticnet.predict(X)
 
 
-def post(url: str, data, content_type: str | None = "application/json", **kw) -> requests.Response:
-    headers = {"Content-Type": content_type} if content_type else {}
+def post(url: str, data, content_type: str | None = "application/json", headers: dict | None = None,
+         **kw) -> requests.Response:
+    headers = {**({"Content-Type": content_type} if content_type else {}), **(headers or {})}
     if isinstance(data, (dict, list)):
         data = json.dumps(data)
     return requests.post(url + "/invocations", data=data, headers=headers, timeout=30, **kw)
@@ -111,6 +113,17 @@ def test_every_format_scores_like_in_line_predict(sk, rows):
     np.testing.assert_allclose(predictions(post(sk, json.dumps(bodies[0]), "application/json; charset=UTF-8")), want)
 
 
+def test_accept_json_is_answered_and_an_unanswerable_accept_is_406(sk, rows):
+    X, want = rows
+    body = {"dataframe_split": {"columns": list(X.columns), "data": X.to_numpy().tolist()}}
+    for accept in ("application/json", "application/json; charset=utf-8", "*/*", "application/*",
+                   "text/html, application/json;q=0.9", "text/csv;q=1, */*;q=0.1"):
+        np.testing.assert_allclose(predictions(post(sk, body, headers={"Accept": accept})), want, err_msg=accept)
+    for accept in ("text/csv", "application/json;q=0", "text/*", "*/*;q=0", "application/xml, */*;q=0"):
+        msg = error(post(sk, body, headers={"Accept": accept}), 406, "NOT_ACCEPTABLE")
+        assert accept in msg and "application/json" in msg, msg
+
+
 def test_serving_input_example_as_saved(sk, sklearn_model_path, elasticnet, diabetes):
     with open(os.path.join(sklearn_model_path, "serving_input_example.json"), "rb") as f:
         got = predictions(post(sk, f.read()))
@@ -132,6 +145,7 @@ def test_output_shapes_follow_mlflow(chaos):
 
 def test_tensor_model(servers):
     url = servers["tensor"]
+    assert len(worker_pids(url.pid)) == 1  # MODELFMT_WORKERS=1 reached the server through env=
     assert predictions(post(url, {"inputs": [[0.1, 0.2, 0.3], [1, 2, 3]]})) == pytest.approx([0.6, 6.0], rel=1e-6)
     assert predictions(post(url, {"instances": [[1, 1, 1]]})) == [3.0]
     msg = error(post(url, {"inputs": [[1, 2]]}), 400, "BAD_REQUEST")
@@ -326,3 +340,21 @@ def test_body_size_option_parsing():
     for bad in ("", "ten", "5XB", "0", "-1M"):
         with pytest.raises(ValueError):
             parse_size(bad)
+
+
+def test_create_app_serves_an_opened_model_without_parsing_mlmodel_again(sklearn_model_path, rows):
+    from modelfmt import serving
+    from modelfmt.open import open_model
+
+    opened = open_model(sklearn_model_path)
+    app = serving.create_app(opened)
+    assert app.extensions["modelfmt"].metadata is opened.model
+    X, want = rows
+    client = app.test_client()
+    body = {"dataframe_split": {"columns": list(X.columns), "data": X.to_numpy().tolist()}}
+    resp = client.post("/invocations", json=body, headers={"Accept": "application/json"})
+    assert resp.status_code == 200 and resp.content_type == "application/json"
+    np.testing.assert_allclose(resp.json["predictions"], want)
+    resp = client.post("/invocations", json=body, headers={"Accept": "text/csv"})
+    assert resp.status_code == 406 and resp.json["error_code"] == "NOT_ACCEPTABLE"
+    assert "application/json" in resp.json["message"]

@@ -1,0 +1,14 @@
+"""The scoring protocols, one module each, mounted on the one Flask app by :mod:`modelfmt.serving.app`.
+
+A protocol module provides:
+
+- ``NAME``: its name, also the name of its Flask blueprint (``"mlflow"``);
+- ``blueprint(runtime, max_body_size) -> Blueprint``: its routes, talking to the
+  :class:`~modelfmt.serving.runtime.Runtime` and the codecs registered under its name;
+- ``error_response(error_code, message, status, extra=None) -> Response``: its own error body, which
+  the app's error handlers answer with for any error raised in its routes.
+
+MLflow's protocol (``mlflow.py``) is mounted today; the Open Inference Protocol joins as ``v2.py``.
+"""
+
+from __future__ import annotations

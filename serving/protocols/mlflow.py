@@ -1,0 +1,79 @@
+"""MLflow's scoring protocol: ``POST /invocations``, ``/ping``, ``/health``, ``/version``, ``/metadata``.
+
+Errors are MLflow's ``{"error_code": ..., "message": ...}``. The body is decoded by the codec
+registered for its ``Content-Type`` and the answer encoded by the one ``Accept`` asks for (JSON's
+``{"predictions": ...}`` by default; 406 when none is acceptable).
+"""
+
+from __future__ import annotations
+
+from flask import Blueprint, Response, request
+
+from modelfmt.errors import UnsupportedMediaTypeError
+from modelfmt.jsonenc import dumps
+from modelfmt.serving.codecs import JSON, MLFLOW, answer_for
+from modelfmt.serving.protocols._http import read_body
+from modelfmt.serving.runtime import Runtime
+
+NAME = MLFLOW
+PATHS = ("/ping", "/health", "/version", "/metadata", "/invocations")
+
+
+def error_response(error_code: str, message: str, status: int, extra: dict | None = None) -> Response:
+    """MLflow's error answer: ``{"error_code", "message"}`` plus ``extra`` fields (``error_id``...)."""
+    return Response(dumps({"error_code": error_code, "message": message, **(extra or {})}), status, content_type=JSON)
+
+
+def blueprint(runtime: Runtime, max_body_size: int) -> Blueprint:
+    """The protocol's routes over ``runtime``; bodies over ``max_body_size`` bytes are refused (413)."""
+    from modelfmt import __version__
+    from modelfmt.serving import metrics
+
+    bp = Blueprint(NAME, __name__)
+    metadata_body = _metadata_body(runtime)
+    rows = metrics.get().rows
+
+    @bp.get("/ping")
+    @bp.get("/health")
+    def ping() -> Response:
+        if runtime.ready:
+            return Response("\n", 200, content_type=JSON)
+        return error_response("TEMPORARILY_UNAVAILABLE", runtime.not_ready_reason, 503)
+
+    @bp.get("/version")
+    def version() -> Response:
+        return Response(__version__, 200, content_type="text/plain; charset=utf-8")
+
+    @bp.get("/metadata")
+    def metadata() -> Response:
+        return Response(metadata_body, 200, content_type=JSON)
+
+    @bp.post("/invocations")
+    def invocations() -> Response:
+        environ = request.environ
+        content_type = environ.get("CONTENT_TYPE")
+        if not content_type:
+            raise UnsupportedMediaTypeError(
+                "the request has no Content-Type: send application/json (MLflow's JSON keys) or text/csv"
+            )
+        body = read_body(environ, max_body_size)  # read even when refused below: the client gets the answer
+        answer = answer_for(MLFLOW, environ.get("HTTP_ACCEPT"))  # a 406 before the model runs
+        prepared = runtime.prepare(body, content_type)
+        predictions = runtime.run(prepared)
+        rows.inc(prepared.rows)
+        return Response(answer.encode(predictions), 200, content_type=answer.media_type)
+
+    return bp
+
+
+def _metadata_body(runtime: Runtime) -> bytes:
+    """``/metadata``: the ``MLmodel`` document, with the input example when it is valid JSON."""
+    import orjson
+
+    doc = runtime.metadata.to_dict()
+    if runtime.example is not None:
+        try:
+            doc["input_example"] = orjson.loads(runtime.example)
+        except orjson.JSONDecodeError:
+            pass  # warm_up reports the broken example (/ping 503) instead of the worker failing to boot
+    return dumps(doc)
