@@ -300,3 +300,31 @@ def test_debug_before_serve_puts_stack_traces_in_500s(tmp_path):
         assert resp.status_code == 500 and "Traceback" in resp.json()["stack_trace"]
     finally:
         stop_process(proc)
+
+
+# -- MLmodel is parsed once per command ----------------------------------------------------------------
+COUNT_MLMODEL_PARSES = (
+    "import atexit, os, sys\n"
+    "_target = os.path.join(os.path.abspath(sys.argv[2]), 'MLmodel')\n"
+    "_reads = []\n"
+    "def _hook(event, args):\n"
+    "    if event == 'open' and isinstance(args[0], str) and os.path.abspath(args[0]) == _target:\n"
+    "        _reads.append(os.path.basename(sys._getframe(1).f_code.co_filename))\n"
+    "sys.addaudithook(_hook)\n"
+    "_parsed = lambda: [f for f in _reads if f != 'shutil.py']  # copying the model into a context is no parse\n"
+    "atexit.register(lambda: print(f'MLmodel parsed {len(_parsed())} time(s) by {_parsed()}', file=sys.stderr))\n"
+)
+
+
+@pytest.mark.parametrize("command", ["info", "verify", "predict", "convert", "generate-dockerfile"])
+def test_each_command_parses_mlmodel_once(command, sklearn_model_path, tmp_path, diabetes):
+    diabetes[0].head(5).to_csv(tmp_path / "in.csv", index=False)
+    extra = {
+        "predict": ["-i", str(tmp_path / "in.csv"), "-o", str(tmp_path / "out.json")],
+        "convert": ["-o", str(tmp_path / "onnx")],
+        "generate-dockerfile": ["-o", str(tmp_path / "context")],
+    }.get(command, [])
+    out = run_with_prelude(COUNT_MLMODEL_PARSES, command, sklearn_model_path, *extra)
+    err = out.stderr.decode()
+    assert out.returncode == 0, err
+    assert err.strip().splitlines()[-1] == "MLmodel parsed 1 time(s) by ['model.py']", err
