@@ -6,7 +6,7 @@ import os
 from typing import Any
 
 from modelfmt.errors import ModelFormatError
-from modelfmt.jsonenc import dumps
+from modelfmt.jsonenc import dumps, loads
 from modelfmt.model import Model
 
 INPUT_EXAMPLE_FILE = "input_example.json"
@@ -65,17 +65,18 @@ def _example_info(path: str, model: Model | None) -> dict:
 
 
 def load_input_example(path: str, model: Model | None = None) -> Any:
-    """The input example of the model at ``path`` as model input, or ``None`` when it has none."""
-    import orjson
+    """The input example of the model at ``path`` as model input, or ``None`` when it has none.
 
+    MLflow writes a missing float as a bare ``NaN`` (Python's json); it is read back as NaN.
+    """
     info = _example_info(path, model)
     if not info:
         return None
     fp = os.path.join(path, info.get("artifact_path", INPUT_EXAMPLE_FILE))
     try:
         with open(fp, "rb") as f:
-            data = orjson.loads(f.read())
-    except (OSError, orjson.JSONDecodeError) as e:
+            data = loads(f.read())
+    except (OSError, ValueError) as e:
         raise ModelFormatError(f"cannot read the input example {fp!r}: {e}") from e
     if info.get("params") and isinstance(data, dict) and "inputs" in data:
         data = data["inputs"]  # MLflow stores an example given with params as {"inputs": ..., "params": ...}
@@ -103,9 +104,23 @@ def _example_from_json(data: Any, info: dict) -> Any:
 
 
 def load_serving_input_example(path: str, model: Model | None = None) -> bytes | None:
-    """The raw bytes of ``serving_input_example.json`` (a ready ``/invocations`` body), if any."""
+    """The bytes of ``serving_input_example.json`` (a ready ``/invocations`` body), if any.
+
+    MLflow writes a missing float there as a bare ``NaN`` (and infinities as ``Infinity``), which is not
+    JSON; such a file is re-encoded with ``null`` for those values (a missing value in every request format).
+    """
+    import orjson
+
     name = _example_info(path, model).get("serving_input_path")
     if not name or not os.path.isfile(os.path.join(path, name)):
         return None
     with open(os.path.join(path, name), "rb") as f:
-        return f.read()
+        raw = f.read()
+    try:
+        orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        try:
+            return dumps(loads(raw), indent=True)
+        except ValueError:
+            pass  # not JSON at all: left for the server to report as it reports any bad example
+    return raw

@@ -1,7 +1,8 @@
 """One JSON encoder (orjson) for everything modelfmt writes: predictions, input examples, metadata.
 
 numpy and pandas values are shaped as MLflow shapes them: a DataFrame as a list of records, arrays as
-lists, NaN/NaT as ``null``, bytes as base64, dates as ISO strings.
+lists, NaN/NaT as ``null``, bytes as base64, dates as ISO strings. :func:`loads` reads what MLflow
+writes, which is not always strict JSON (``NaN`` and ``Infinity`` literals).
 """
 
 from __future__ import annotations
@@ -17,6 +18,23 @@ def dumps(obj: Any, indent: bool = False) -> bytes:
 
     option = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
     return orjson.dumps(obj, default=_default, option=option | orjson.OPT_INDENT_2 if indent else option)
+
+
+def loads(data: bytes | str) -> Any:
+    """Parse JSON, also taking the ``NaN``, ``Infinity`` and ``-Infinity`` literals that Python's json
+    writes by default (MLflow writes its input examples that way); they become floats.
+
+    Raises ``ValueError`` (``json.JSONDecodeError``) for anything else that is not JSON.
+    """
+    import orjson
+
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError:
+        import json
+
+        # Only after orjson refused: the stdlib parser is slower, and it takes the non-standard literals.
+        return json.loads(data)
 
 
 def _default(value: Any) -> Any:
@@ -62,4 +80,5 @@ def _records_of(df: Any) -> list:
     names = [str(c) for c in df.columns]
     # Column by column: numpy's tolist() makes Python numbers at C speed; timestamps go through _default.
     columns = [s.tolist() if s.dtype.kind == "M" else s.to_numpy().tolist() for _, s in df.items()]
-    return [dict(zip(names, row)) for row in zip(*columns)] if columns else [{} for _ in range(len(df))]
+    rows = zip(*columns, strict=True)
+    return [dict(zip(names, row, strict=True)) for row in rows] if columns else [{} for _ in range(len(df))]
