@@ -17,7 +17,8 @@ import importlib.abc
 import importlib.util
 import pickle
 import sys
-from typing import IO, Any, Iterator, NamedTuple
+from collections.abc import Callable, Iterator
+from typing import IO, Any, NamedTuple
 
 from modelfmt.errors import ModelFormatError, PredictionError, UnsafeModelError
 
@@ -29,7 +30,7 @@ class MlflowException(PredictionError):
         super().__init__(str(message))
 
     @classmethod
-    def invalid_parameter_value(cls, message: Any, **kwargs: Any) -> "MlflowException":
+    def invalid_parameter_value(cls, message: Any, **kwargs: Any) -> MlflowException:
         """MLflow's shorthand constructor, used by its wrappers."""
         return cls(message)
 
@@ -115,11 +116,12 @@ def _validate_model_input(args: tuple, kwargs: dict, index: int, type_hint: Any,
     return args, kwargs
 
 
-@functools.lru_cache(maxsize=None)
-def _function_python_model() -> type:
-    from modelfmt.flavors.pyfunc import PythonModel
+@functools.cache
+def function_python_model(base: type) -> type:
+    """Stand-in for MLflow's ``_FunctionPythonModel``, built on ``base`` (our ``PythonModel``, passed
+    in by the pyfunc flavor so that this module imports nothing of it)."""
 
-    class _FunctionPythonModel(PythonModel):
+    class _FunctionPythonModel(base):  # type: ignore[valid-type, misc]
         """Stand-in for MLflow's wrapper of a plain function saved as ``python_model``."""
 
         @property
@@ -146,19 +148,25 @@ def open_pickle_file(path: str, compression: str | None = None) -> IO[bytes]:
     return importlib.import_module(_COMPRESSIONS[compression]).open(path, "rb")
 
 
-def _stand_ins() -> dict[tuple[str, str], Any]:
-    from modelfmt.flavors import pyfunc
-
+def _helper_stand_ins() -> dict[tuple[str, str], Any]:
     return {
-        ("mlflow.pyfunc.model", "PythonModel"): pyfunc.PythonModel,
-        ("mlflow.pyfunc.model", "PythonModelContext"): pyfunc.PythonModelContext,
-        ("mlflow.pyfunc", "PythonModel"): pyfunc.PythonModel,
-        ("mlflow.pyfunc", "PythonModelContext"): pyfunc.PythonModelContext,
-        ("mlflow.pyfunc.model", "_FunctionPythonModel"): _function_python_model(),
         ("mlflow.pyfunc.utils.data_validation", "FuncInfo"): FuncInfo,
         ("mlflow.pyfunc.utils.data_validation", "_validate_model_input"): _validate_model_input,
         ("mlflow.models.signature", "_TypeHints"): _TypeHints,
         ("mlflow.exceptions", "MlflowException"): MlflowException,
+    }
+
+
+def stand_ins(python_model: type, context: type) -> dict[tuple[str, str], Any]:
+    """Every MLflow name we map, to its stand-in: ``python_model`` and ``context`` are the pyfunc
+    flavor's ``PythonModel`` and ``PythonModelContext``."""
+    return {
+        ("mlflow.pyfunc.model", "PythonModel"): python_model,
+        ("mlflow.pyfunc.model", "PythonModelContext"): context,
+        ("mlflow.pyfunc", "PythonModel"): python_model,
+        ("mlflow.pyfunc", "PythonModelContext"): context,
+        ("mlflow.pyfunc.model", "_FunctionPythonModel"): function_python_model(python_model),
+        **_helper_stand_ins(),
     }
 
 
@@ -222,11 +230,14 @@ def _mlflow_shim(mapping: dict) -> Iterator[None]:
 
 
 class _Unpickler(pickle.Unpickler):
-    def __init__(self, f: IO[bytes], mapping: dict) -> None:
+    def __init__(self, f: IO[bytes], mapping: dict, rename: Callable[[str], str] | None) -> None:
         super().__init__(f)
         self._mapping = mapping
+        self._rename = rename
 
     def find_class(self, module: str, name: str) -> Any:
+        if self._rename is not None:
+            module = self._rename(module)
         if _is_mlflow(module):
             try:
                 return self._mapping[(module, name)]
@@ -242,6 +253,12 @@ class _Unpickler(pickle.Unpickler):
             return super().find_class(module, name)
 
 
-def load_pickle(f: IO[bytes]) -> Any:
-    """Unpickle ``f`` (a cloudpickle file), mapping MLflow names to modelfmt stand-ins."""
-    return _Unpickler(f, _stand_ins()).load()
+def load_pickle(
+    f: IO[bytes], mapping: dict[tuple[str, str], Any] | None = None, rename: Callable[[str], str] | None = None
+) -> Any:
+    """Unpickle ``f`` (a cloudpickle file), mapping MLflow names to the stand-ins in ``mapping``
+    (:func:`stand_ins`; by default only the helpers, so an MLflow ``PythonModel`` name is refused).
+
+    ``rename`` maps the module of each pickled global first (0.1's ``flavors.*`` to ``modelfmt.flavors.*``).
+    """
+    return _Unpickler(f, _helper_stand_ins() if mapping is None else mapping, rename).load()

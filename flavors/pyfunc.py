@@ -7,21 +7,26 @@ import logging
 import os
 import pickle
 import shutil
+from collections.abc import Callable
 from typing import Any
 
-from modelfmt.flavors._common import add_code_to_sys_path, finish_model
 from modelfmt.enforce import enforce_params, enforce_schema
 from modelfmt.environment import pinned, warn_version_mismatches
 from modelfmt.errors import FlavorError, ModelfmtError, ModelFormatError, PredictionError
+from modelfmt.flavor_lookup import check_flavor_options, flavor_module, loader_flavor
+from modelfmt.flavors import _mlflow_names
+from modelfmt.flavors._common import finish_model
+from modelfmt.flavors._legacy_names import legacy_names_for, new_module_name, saved_by_0_1
 from modelfmt.io import atomic_model_dir
 from modelfmt.model import PYFUNC_FLAVOR, Model
-from modelfmt.flavor_lookup import flavor_module, loader_flavor
+from modelfmt.open import OpenedModel, open_model, split_options
 
 FLAVOR_NAME = PYFUNC_FLAVOR
 PYTHON_MODEL_FILE = "python_model.pkl"
 ARTIFACTS_DIR = "artifacts"
 # MLflow's loader name for custom models: written so that MLflow can load what we save.
 LOADER_MODULE = "mlflow.pyfunc.model"
+MLFLOW_LOADER_MODULES = (LOADER_MODULE,)
 
 _log = logging.getLogger(__name__)
 
@@ -47,9 +52,7 @@ class PythonModel:
     @property
     def predict_type_hints(self) -> Any:
         """``predict``'s input and output type hints; MLflow's loader reads them from a PythonModel."""
-        from modelfmt.flavors._mlflow_names import predict_type_hints
-
-        return predict_type_hints(self)
+        return _mlflow_names.predict_type_hints(self)
 
 
 class PyFuncModel:
@@ -126,7 +129,8 @@ def save_model(
             raise FlavorError(f"cannot serialise {type(python_model).__name__} with cloudpickle: {e}") from e
 
         def _predict(example: Any) -> Any:
-            wrapper = _load_python_model(tmp, saved_artifacts, model_config)
+            with open(os.path.join(tmp, PYTHON_MODEL_FILE), "rb") as f:
+                wrapper = _wrap(_unpickle(f, PYTHON_MODEL_FILE, None), tmp, saved_artifacts, model_config)
             return wrapper.predict(example)
 
         model = Model()
@@ -187,21 +191,29 @@ def _copy_artifact(path: str, src: str) -> str:
 
 
 # -- load -------------------------------------------------------------------------------------
-def load_model(path: str | os.PathLike, **load_options: Any) -> PyFuncModel:
-    """Load any saved model as a :class:`PyFuncModel` (``trusted_types=`` for skops models)."""
-    path = os.path.abspath(os.fspath(path))
-    meta = Model.load(path)
-    conf = meta.flavors.get(PYFUNC_FLAVOR)
+def load_model(model: str | os.PathLike | OpenedModel, **options: Any) -> PyFuncModel:
+    """Load any saved model (a location or an :class:`OpenedModel`) as a :class:`PyFuncModel`.
+
+    Opening options (``trusted_types=`` for skops models...) go to :func:`modelfmt.open.open_model`;
+    the others are the flavor's own (``onnx_session_options=``...) and go to its ``load_pyfunc``.
+    """
+    opening, flavor_options = split_options(options)
+    opened = open_model(model, **opening)
+    conf = opened.model.flavors.get(PYFUNC_FLAVOR)
     if conf is None:
         raise ModelFormatError(
-            f"model at {path!r} has no python_function flavor (it has {sorted(meta.flavors)}); "
+            f"model at {opened.path!r} has no python_function flavor (it has {sorted(opened.model.flavors)}); "
             "load it with its own flavor's load_model"
         )
-    module = flavor_module(loader_flavor(conf.get("loader_module", "")))
-    add_code_to_sys_path(path, conf.get("code"))
-    warn_version_mismatches(path)
-    impl = module._load_pyfunc(path, meta, **load_options)
-    return PyFuncModel(meta, impl, path)
+    name = loader_flavor(conf.get("loader_module", ""))
+    module = flavor_module(name)
+    loader = getattr(module, "load_pyfunc", None)
+    if loader is None:
+        raise FlavorError(f"the {name!r} flavor ({module.__name__}) has no load_pyfunc(opened, **options)")
+    check_flavor_options(name, loader, flavor_options)
+    opened.add_code_to_sys_path()
+    warn_version_mismatches(opened.path)
+    return PyFuncModel(opened.model, loader(opened, **flavor_options), opened.path)
 
 
 class _PythonModelWrapper:
@@ -221,11 +233,9 @@ class _PythonModelWrapper:
         self._takes_params = "params" in names or any(
             p is not None and p.kind == p.VAR_KEYWORD for p in parameters.values()
         )
-        from modelfmt.flavors._mlflow_names import convert_to_hint, predict_type_hints
-
         # As MLflow: a ``list[...]`` hint on the input turns the (enforced) DataFrame into a list.
-        self._input_hint = predict_type_hints(python_model).input
-        self._convert_to_hint = convert_to_hint
+        self._input_hint = _mlflow_names.predict_type_hints(python_model).input
+        self._convert_to_hint = _mlflow_names.convert_to_hint
 
     def predict(self, data: Any, params: dict | None = None) -> Any:
         if self._input_hint is not None:
@@ -236,21 +246,21 @@ class _PythonModelWrapper:
         return self.python_model.predict(*args)
 
 
-def _load_python_model(
-    path: str, artifacts: dict, model_config: dict | None, pickle_file: str = PYTHON_MODEL_FILE,
-    compression: str | None = None,
-) -> _PythonModelWrapper:
-    from modelfmt.flavors._mlflow_names import load_pickle, open_pickle_file
+def _stand_ins() -> dict[tuple[str, str], Any]:
+    return _mlflow_names.stand_ins(PythonModel, PythonModelContext)
 
+
+def _unpickle(f: Any, pickle_file: str, rename: Callable[[str], str] | None) -> Any:
     try:
-        with open_pickle_file(os.path.join(path, pickle_file), compression) as f:
-            python_model = load_pickle(f)
+        return _mlflow_names.load_pickle(f, _stand_ins(), rename)
     except ModelfmtError:
         raise
-    except FileNotFoundError as e:
-        raise ModelFormatError(f"the model's {pickle_file} is missing") from e
     except Exception as e:  # noqa: BLE001 - unpickling can fail in many ways; all mean the same to the user
         raise ModelFormatError(f"cannot unpickle {pickle_file}: {type(e).__name__}: {e}") from e
+
+
+def _wrap(python_model: Any, path: str, artifacts: dict, model_config: dict | None) -> _PythonModelWrapper:
+    """Give the unpickled model its context (``load_context``) and wrap it."""
     abs_artifacts = {
         name: os.path.join(path, a["path"] if isinstance(a, dict) else a) for name, a in (artifacts or {}).items()
     }
@@ -264,11 +274,18 @@ def _load_python_model(
     return _PythonModelWrapper(python_model, context)
 
 
-def _load_pyfunc(path: str, model: Model, **_: Any) -> _PythonModelWrapper:
-    conf = model.flavor(PYFUNC_FLAVOR)
+def load_pyfunc(opened: OpenedModel) -> _PythonModelWrapper:
+    """The pyfunc wrapper of a custom model: ``python_model.pkl`` unpickled (MLflow's names mapped to
+    stand-ins, 0.1's ``flavors.*`` to ``modelfmt.flavors.*``), then its ``load_context``. No options."""
+    conf = opened.flavor_conf(PYFUNC_FLAVOR)
     if conf.get("model_code_path"):
         raise ModelFormatError("MLflow 'models from code' (model_code_path) are not supported; save the model object")
-    return _load_python_model(
-        path, conf.get("artifacts") or {}, conf.get("model_config"), conf.get("python_model", PYTHON_MODEL_FILE),
-        conf.get("python_model_compression"),
-    )
+    pickle_file = conf.get("python_model") or PYTHON_MODEL_FILE
+    try:
+        f = _mlflow_names.open_pickle_file(os.path.join(opened.path, pickle_file), conf.get("python_model_compression"))
+    except FileNotFoundError as e:
+        raise ModelFormatError(f"the model's {pickle_file} is missing") from e
+    rename = new_module_name if saved_by_0_1(opened.model) else None
+    with f, legacy_names_for(opened.model):
+        python_model = _unpickle(f, pickle_file, rename)
+    return _wrap(python_model, opened.path, conf.get("artifacts") or {}, conf.get("model_config"))

@@ -6,14 +6,18 @@ import os
 import pickle
 from typing import Any
 
-from modelfmt.flavors._common import add_code_to_sys_path, finish_model, model_file
 from modelfmt.environment import pinned
 from modelfmt.errors import FlavorError, ModelFormatError, UnsafeModelError
+from modelfmt.flavors._common import finish_model, model_file
+from modelfmt.flavors._legacy_names import legacy_names_for, new_module_name, saved_by_0_1
 from modelfmt.io import atomic_model_dir
 from modelfmt.model import Model
+from modelfmt.open import OpenedModel, open_model
 
 FLAVOR_NAME = "sklearn"
 LOADER_MODULE = "mlflow.sklearn"
+MLFLOW_LOADER_MODULES = (LOADER_MODULE,)
+EXTRA = "sklearn"
 SERIALIZATION_FORMATS = ("cloudpickle", "pickle", "skops")
 _FILE_NAMES = {"cloudpickle": "model.pkl", "pickle": "model.pkl", "skops": "model.skops"}
 
@@ -86,35 +90,43 @@ def _dump(sk_model: Any, file: str, fmt: str) -> None:
         raise FlavorError(f"cannot serialise {type(sk_model).__name__} with {fmt}: {e}") from e
 
 
-def load_model(path: str | os.PathLike, trusted_types: list[str] | None = None) -> Any:
-    """The scikit-learn estimator saved at ``path``.
+def load_model(model: str | os.PathLike | OpenedModel, **options: Any) -> Any:
+    """The scikit-learn estimator saved at ``model`` (a location or an :class:`OpenedModel`).
 
-    skops files are audited first: types outside skops' trusted set are refused, with their names,
-    unless listed in ``trusted_types``.
+    ``options`` are opening options. skops files are audited first: types outside skops' trusted
+    set are refused, with their names, unless listed in ``trusted_types``.
     """
-    path = os.path.abspath(os.fspath(path))
-    meta = Model.load(path)
-    add_code_to_sys_path(path, meta.flavor(FLAVOR_NAME).get("code"))  # as pyfunc.load_model does
-    return _load(path, meta, trusted_types)
+    opened = open_model(model, **options)
+    opened.add_code_to_sys_path(FLAVOR_NAME)  # as pyfunc.load_model does
+    return _load(opened)
 
 
-def _load(path: str, meta: Model, trusted_types: list[str] | None) -> Any:
-    conf = meta.flavor(FLAVOR_NAME)
+def _load(opened: OpenedModel) -> Any:
+    conf = opened.flavor_conf(FLAVOR_NAME)
     fmt = conf.get("serialization_format", "cloudpickle")
-    file = model_file(path, conf, "pickled_model", _FILE_NAMES.get(fmt, "model.pkl"))
+    file = model_file(opened.path, conf, "pickled_model", _FILE_NAMES.get(fmt, "model.pkl"))
     if not os.path.isfile(file):
         raise ModelFormatError(f"the model file {file!r} named in MLmodel is missing")
     if fmt == "skops":
-        return _load_skops(file, trusted_types)
+        return _load_skops(file, opened.options.get("trusted_types"))
     if fmt not in SERIALIZATION_FORMATS:
         raise ModelFormatError(f"unknown sklearn serialization_format {fmt!r} in MLmodel")
-    import cloudpickle
-
     try:
-        with open(file, "rb") as f:
-            return cloudpickle.load(f)
+        with open(file, "rb") as f, legacy_names_for(opened.model):
+            return _Unpickler(f, saved_by_0_1(opened.model)).load()
     except Exception as e:  # noqa: BLE001 - any unpickling failure means the same to the user
         raise ModelFormatError(f"cannot unpickle {file!r}: {type(e).__name__}: {e}") from e
+
+
+class _Unpickler(pickle.Unpickler):
+    """cloudpickle's loader (plain ``pickle``), with 0.1's module names mapped for a 0.1 model."""
+
+    def __init__(self, f: Any, legacy: bool) -> None:
+        super().__init__(f)
+        self._legacy = legacy
+
+    def find_class(self, module: str, name: str) -> Any:
+        return super().find_class(new_module_name(module) if self._legacy else module, name)
 
 
 def _load_skops(file: str, trusted_types: list[str] | None) -> Any:
@@ -144,6 +156,8 @@ class _SklearnWrapper:
         return self._fn(data)
 
 
-def _load_pyfunc(path: str, model: Model, trusted_types: list[str] | None = None, **_: Any) -> _SklearnWrapper:
-    predict_fn = model.flavors.get("python_function", {}).get("predict_fn") or "predict"
-    return _SklearnWrapper(_load(path, model, trusted_types), predict_fn)
+def load_pyfunc(opened: OpenedModel) -> _SklearnWrapper:
+    """The pyfunc wrapper: the estimator's ``predict_fn`` (from MLmodel). No flavor options;
+    ``trusted_types`` is an opening option."""
+    predict_fn = opened.model.flavors.get("python_function", {}).get("predict_fn") or "predict"
+    return _SklearnWrapper(_load(opened), predict_fn)

@@ -12,14 +12,17 @@ import os
 import uuid
 from typing import Any
 
-from modelfmt.flavors._common import add_code_to_sys_path, finish_model, model_file
 from modelfmt.environment import pinned
 from modelfmt.errors import FlavorError, ModelFormatError
+from modelfmt.flavors._common import finish_model, model_file
 from modelfmt.io import atomic_model_dir
 from modelfmt.model import Model
+from modelfmt.open import OpenedModel, open_model
 
 FLAVOR_NAME = "spark"
 LOADER_MODULE = "mlflow.spark"
+MLFLOW_LOADER_MODULES = (LOADER_MODULE,)
+EXTRA = "spark"
 MODEL_DATA = "sparkml"
 PREDICTION_COL = "prediction"
 
@@ -145,17 +148,17 @@ def _hadoop_fs(spark: Any, path: str) -> tuple[Any, Any]:
 
 
 # -- load -------------------------------------------------------------------------------------
-def load_model(path: str | os.PathLike, dfs_tmpdir: str | None = None) -> Any:
-    """The ``pyspark.ml`` model saved at ``path`` (starts a local SparkSession if none is active)."""
-    path = os.path.abspath(os.fspath(path))
-    meta = Model.load(path)
-    add_code_to_sys_path(path, meta.flavor(FLAVOR_NAME).get("code"))
-    return _load(spark_session(), path, meta, dfs_tmpdir)
+def load_model(model: str | os.PathLike | OpenedModel, dfs_tmpdir: str | None = None, **options: Any) -> Any:
+    """The ``pyspark.ml`` model saved at ``model`` (a location or an :class:`OpenedModel`); starts a
+    local SparkSession if none is active. ``options`` are opening options."""
+    opened = open_model(model, **options)
+    opened.add_code_to_sys_path(FLAVOR_NAME)
+    return _load(spark_session(), opened, dfs_tmpdir)
 
 
-def _load(spark: Any, path: str, meta: Model, dfs_tmpdir: str | None = None) -> Any:
-    conf = meta.flavor(FLAVOR_NAME)
-    data = model_file(path, conf, "model_data", MODEL_DATA)
+def _load(spark: Any, opened: OpenedModel, dfs_tmpdir: str | None = None) -> Any:
+    conf = opened.flavor_conf(FLAVOR_NAME)
+    data = model_file(opened.path, conf, "model_data", MODEL_DATA)
     if not os.path.isdir(data):
         raise ModelFormatError(f"the Spark model directory {data!r} named in MLmodel is missing")
     cls = _model_class(conf.get("model_class"))
@@ -246,7 +249,8 @@ def _vectors_for_features(sdf: Any, spark_model: Any) -> Any:
         return sdf
     name = first.getOrDefault(first.featuresCol)
     field = next((f for f in sdf.schema.fields if f.name == name), None)
-    if field is not None and isinstance(field.dataType, ArrayType) and isinstance(field.dataType.elementType, NumericType):
+    dtype = field.dataType if field is not None else None
+    if isinstance(dtype, ArrayType) and isinstance(dtype.elementType, NumericType):
         return sdf.withColumn(name, array_to_vector(name))
     return sdf
 
@@ -261,10 +265,10 @@ def _vectors_to_arrays(sdf: Any) -> Any:
     return sdf
 
 
-def _load_pyfunc(path: str, model: Model, dfs_tmpdir: str | None = None, **_: Any) -> _SparkModelWrapper:
-    # MLflow passes ``path/sparkml`` to its own loader; we get the model root, like every flavor here.
-    if os.path.basename(os.path.normpath(path)) == MODEL_DATA and not os.path.isfile(os.path.join(path, "MLmodel")):
-        path = os.path.dirname(os.path.normpath(path))
-    spark = spark_session()
-    return _SparkModelWrapper(spark, _load(spark, path, model, dfs_tmpdir))
+def load_pyfunc(opened: OpenedModel, dfs_tmpdir: str | None = None) -> _SparkModelWrapper:
+    """The pyfunc wrapper, scoring through the active SparkSession (or a local one).
 
+    ``dfs_tmpdir``: where a cluster's executors read the model from (default ``/tmp/modelfmt``).
+    """
+    spark = spark_session()
+    return _SparkModelWrapper(spark, _load(spark, opened, dfs_tmpdir))

@@ -13,6 +13,9 @@ __version__ = "0.2.0"
 
 _LAZY = {
     "Model": "modelfmt.model",
+    "open_model": "modelfmt.open",
+    "OpenedModel": "modelfmt.open",
+    "register_resolver": "modelfmt.open",
     "ModelSignature": "modelfmt.signature",
     "Schema": "modelfmt.signature",
     "ColSpec": "modelfmt.signature",

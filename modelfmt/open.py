@@ -1,48 +1,240 @@
 """One way in to a model: resolve a location, read and check ``MLmodel`` once, hand back the result.
 
 Every flavor loader and every deploy target starts from :func:`open_model`. Nothing here imports or
-unpickles anything from the model directory.
+unpickles anything from the model directory: :class:`OpenedModel` is a checked description of it.
+The flavor that loads it puts ``code/`` on ``sys.path`` afterwards (:meth:`OpenedModel.add_code_to_sys_path`).
+
+Locations go through a small resolver registry keyed by URI scheme (:func:`register_resolver`): plain
+paths and ``file:`` URIs are built in; ``models:/``, ``runs:/`` and the others are added by the modules
+that implement them, not by editing this one.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
-from dataclasses import dataclass, field
+import re
+import sys
+from collections.abc import Callable, Iterator
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
-from modelfmt.errors import ModelNotFoundError
-from modelfmt.model import Model
+from modelfmt.errors import FlavorError, ModelFormatError, ModelNotFoundError
+from modelfmt.model import PYFUNC_FLAVOR, Model
+
+# The options that belong to opening a model; every flavor's load_model accepts and passes them here.
+# Later steps (integrity, environments) add their names.
+OPEN_OPTIONS = frozenset({"trusted_types"})
+
+Resolver = Callable[[str], "str | os.PathLike"]
+"""A resolver takes the location as written (``"models:/fraud/3"``) and returns a local model directory."""
+
+_RESOLVERS: dict[str, Resolver] = {}
+# RFC 3986 scheme; one letter is a Windows drive (``C:\models``), never a scheme.
+_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]+):")
+_LOCAL_HOSTS = ("", "localhost")
 
 
-@dataclass
+@dataclasses.dataclass
 class OpenedModel:
     """A resolved, checked model directory: its absolute ``path`` and its ``MLmodel`` (``model``).
 
-    ``options`` are the opening options the caller gave (trust, verification...), passed on to the
+    ``options`` are the opening options the caller gave (:data:`OPEN_OPTIONS`), passed on to the
     flavor that loads it; ``source`` is the location as the caller wrote it.
     """
 
     path: str
     model: Model
     source: str
-    options: dict[str, Any] = field(default_factory=dict)
+    options: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    def flavor_conf(self, name: str) -> dict:
+        """The ``MLmodel`` block of flavor ``name`` (a :class:`ModelFormatError` when absent)."""
+        return self.model.flavor(name)
+
+    def add_code_to_sys_path(self, flavor: str = PYFUNC_FLAVOR) -> None:
+        """Put the model's ``code/`` (the ``code`` field of ``flavor``'s block) first on ``sys.path``,
+        as MLflow does. Called by the flavor loader, after opening; imports nothing itself."""
+        code = (self.model.flavors.get(flavor) or {}).get("code")
+        if not code:
+            return
+        code_dir = os.path.join(self.path, code)
+        if os.path.isdir(code_dir) and code_dir not in sys.path:
+            sys.path.insert(0, code_dir)
 
 
-def _resolve(location: str | os.PathLike) -> str:
+# -- resolvers ----------------------------------------------------------------------------------
+def register_resolver(scheme: str, fn: Resolver) -> None:
+    """Resolve locations ``<scheme>:...`` with ``fn(location) -> local directory`` (replaces an earlier one)."""
+    key = scheme.lower().rstrip(":")
+    if not _SCHEME.match(key + ":"):
+        raise ValueError(f"{scheme!r} is not a URI scheme (letters, digits, '+', '-', '.'; two characters or more)")
+    _RESOLVERS[key] = fn
+
+
+def _resolve_file_uri(location: str) -> str:
+    """``file:///abs``, ``file://localhost/abs``, ``file:/abs`` and ``file:rel``, percent-decoded."""
+    parts = urlsplit(location)
+    if location.startswith("file://") and parts.netloc.lower() not in _LOCAL_HOSTS:
+        raise ModelNotFoundError(
+            f"cannot open {location!r}: file URIs with a host ({parts.netloc!r}) name another machine; "
+            "use file:///absolute/path for a local directory"
+        )
+    return unquote(parts.path)
+
+
+register_resolver("file", _resolve_file_uri)
+
+
+def scheme_of(location: str) -> str | None:
+    """The URI scheme of ``location`` (lower case), or ``None`` for a plain path (``C:\\...`` included)."""
+    m = _SCHEME.match(location)
+    return m.group(1).lower() if m else None
+
+
+def resolve(location: str | os.PathLike) -> str:
+    """The absolute local directory ``location`` names (not yet checked to be a model)."""
     text = os.fspath(location)
-    if text.startswith("file://"):
-        text = text[len("file://") :]
-    elif text.startswith("file:"):
-        text = text[len("file:") :]
-    return os.path.abspath(text)
+    if not isinstance(text, str):
+        text = os.fsdecode(text)
+    scheme = scheme_of(text)
+    if scheme is None:
+        return os.path.abspath(text)
+    resolver = _RESOLVERS.get(scheme)
+    if resolver is None:
+        if os.path.exists(text):  # a local directory that merely has a colon in its name
+            return os.path.abspath(text)
+        raise ModelFormatError(
+            f"cannot open {text!r}: the {scheme!r} scheme is not supported yet; "
+            f"give a local path or one of: {', '.join(s + ':' for s in sorted(_RESOLVERS))}"
+        )
+    return os.path.abspath(os.fspath(resolver(text)))
 
 
+# -- options ------------------------------------------------------------------------------------
+def check_open_options(options: dict[str, Any]) -> dict[str, Any]:
+    """``options`` when every name is an opening option with a sensible value; else a :class:`FlavorError`."""
+    unknown = sorted(set(options) - OPEN_OPTIONS)
+    if unknown:
+        raise FlavorError(
+            f"unknown option(s) {', '.join(unknown)}: the options of opening a model are "
+            f"{', '.join(sorted(OPEN_OPTIONS))}"
+        )
+    trusted = options.get("trusted_types")
+    if trusted is not None and (isinstance(trusted, str) or not all(isinstance(t, str) for t in trusted)):
+        raise FlavorError(f"trusted_types is a list of type names (strings), got {trusted!r:.80}")
+    return dict(options)
+
+
+def split_options(options: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``(opening options, the rest)``: how a loader splits its keyword options between
+    :func:`open_model` and the flavor."""
+    opening = {k: v for k, v in options.items() if k in OPEN_OPTIONS}
+    return opening, {k: v for k, v in options.items() if k not in OPEN_OPTIONS}
+
+
+# -- paths the descriptor names -----------------------------------------------------------------
+# Fields of a flavor block that name a file or directory in the model (MLflow's and ours, across
+# flavors: sklearn ``pickled_model``, pyfunc ``model_path``/``python_model``/``data``, onnx ``data``,
+# spark ``model_data``, tensorflow ``saved_model_dir``...).
+_FILE_FIELDS = ("code", "data", "model_path", "model_data", "pickled_model", "python_model", "saved_model_dir")
+
+
+def _named_paths(model: Model) -> Iterator[tuple[str, Any]]:
+    """``(field, value)`` for every path-valued field of ``MLmodel`` (``value`` as written)."""
+    for flavor, conf in model.flavors.items():
+        prefix = f"flavors.{flavor}"
+        for key in _FILE_FIELDS:
+            if conf.get(key) is not None:
+                yield f"{prefix}.{key}", conf[key]
+        artifacts = conf.get("artifacts")
+        if isinstance(artifacts, dict):
+            for name, entry in artifacts.items():
+                if isinstance(entry, dict):
+                    if entry.get("path") is not None:
+                        yield f"{prefix}.artifacts.{name}.path", entry["path"]
+                elif entry is not None:
+                    yield f"{prefix}.artifacts.{name}", entry
+        elif artifacts is not None:
+            yield f"{prefix}.artifacts", artifacts
+        extra = conf.get("extra_files")  # MLflow's sklearn/onnx: [{"path": "extra_files/x"}]
+        if isinstance(extra, list):
+            for i, entry in enumerate(extra):
+                value = entry.get("path") if isinstance(entry, dict) else entry
+                if value is not None:
+                    yield f"{prefix}.extra_files[{i}]", value
+        env = conf.get("env")
+        if isinstance(env, dict):
+            for kind, value in env.items():
+                if value is not None:
+                    yield f"{prefix}.env.{kind}", value
+        elif env is not None:
+            yield f"{prefix}.env", env  # MLflow before 2.0: the conda file's name
+    info = model.saved_input_example_info
+    if isinstance(info, dict):
+        for key in ("artifact_path", "serving_input_path"):
+            if info.get(key) is not None:
+                yield f"saved_input_example_info.{key}", info[key]
+
+
+def _outside(field: str, value: Any, why: str = "points outside the model directory") -> ModelFormatError:
+    return ModelFormatError(f"MLmodel field {field} ({value!r}) {why}")
+
+
+def _within(real: str, root: str) -> bool:
+    return real == root or real.startswith(root.rstrip(os.sep) + os.sep)
+
+
+def check_paths(path: str, model: Model) -> None:
+    """Refuse an ``MLmodel`` naming a path outside ``path``: absolute, through ``..``, or a symlink
+    (the path itself or one inside a directory it names) whose target is outside."""
+    root = os.path.realpath(path)
+    for field, value in _named_paths(model):
+        if not isinstance(value, str):
+            raise ModelFormatError(
+                f"MLmodel field {field} should name a file in the model directory, got {value!r:.80}"
+            )
+        if os.path.isabs(value) or value.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", value):
+            raise _outside(field, value, "is an absolute path; it must be relative to the model directory")
+        norm = os.path.normpath(value)
+        if norm == os.pardir or norm.startswith(os.pardir + os.sep):
+            raise _outside(field, value)
+        full = os.path.join(path, value)
+        if not _within(os.path.realpath(full), root):
+            raise _outside(field, value, "is a symlink that points outside the model directory")
+        if os.path.isdir(full):
+            _check_tree(field, value, full, path, root)
+
+
+def _check_tree(field: str, value: str, top: str, path: str, root: str) -> None:
+    """No symlink below ``top`` leads out of ``root`` (a directory a field names, such as ``code/``)."""
+    for dirpath, dirnames, filenames in os.walk(top):
+        for name in dirnames + filenames:
+            entry = os.path.join(dirpath, name)
+            if os.path.islink(entry) and not _within(os.path.realpath(entry), root):
+                rel = os.path.relpath(entry, path)
+                raise _outside(field, value, f"holds {rel!r}, a symlink that points outside the model directory")
+
+
+# -- open ---------------------------------------------------------------------------------------
 def open_model(location: str | os.PathLike | OpenedModel, **options: Any) -> OpenedModel:
-    """Resolve ``location`` (a path or ``file:`` URI) and read its ``MLmodel``; an :class:`OpenedModel`
-    is returned as it is."""
+    """Resolve ``location`` (a path, a ``file:`` URI or a registered scheme), read ``MLmodel`` and check
+    the paths it names; nothing from the model is imported or unpickled.
+
+    ``options`` are opening options (:data:`OPEN_OPTIONS`: ``trusted_types`` for skops models); an
+    unknown one is a :class:`FlavorError`. An :class:`OpenedModel` is returned as it is (with
+    ``options`` added to its own, when given).
+    """
+    check_open_options(options)
     if isinstance(location, OpenedModel):
-        return location
-    path = _resolve(location)
+        if not options:
+            return location
+        return dataclasses.replace(location, options={**location.options, **options})
+    source = os.fspath(location)
+    source = source if isinstance(source, str) else os.fsdecode(source)
+    path = resolve(source)
     if not os.path.isdir(path):
-        raise ModelNotFoundError(f"no model directory at {os.fspath(location)!r}")
-    return OpenedModel(path=path, model=Model.load(path), source=os.fspath(location), options=dict(options))
+        raise ModelNotFoundError(f"no model directory at {source!r} (a directory holding an MLmodel file)")
+    model = Model.load(path)
+    check_paths(path, model)
+    return OpenedModel(path=path, model=model, source=source, options=dict(options))

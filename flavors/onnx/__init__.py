@@ -4,18 +4,20 @@ converter (``convert``, behind ``modelfmt convert``)."""
 from modelfmt.flavors.onnx.flavor import (
     CPU,
     DEFAULT_PROVIDERS,
+    EXTRA,
     FLAVOR_NAME,
     LOADER_MODULE,
+    MLFLOW_LOADER_MODULES,
     MODEL_FILE,
     SESSION_OPTION_KEYS,
-    _load_pyfunc,
     graph_signature,
     load_model,
+    load_pyfunc,
     save_model,
     validate_session_options,
 )
 
 __all__ = [
-    "CPU", "DEFAULT_PROVIDERS", "FLAVOR_NAME", "LOADER_MODULE", "MODEL_FILE", "SESSION_OPTION_KEYS",
-    "graph_signature", "load_model", "save_model", "validate_session_options", "_load_pyfunc",
+    "CPU", "DEFAULT_PROVIDERS", "EXTRA", "FLAVOR_NAME", "LOADER_MODULE", "MLFLOW_LOADER_MODULES", "MODEL_FILE",
+    "SESSION_OPTION_KEYS", "graph_signature", "load_model", "load_pyfunc", "save_model", "validate_session_options",
 ]

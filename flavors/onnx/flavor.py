@@ -11,15 +11,18 @@ import os
 from typing import Any
 
 from modelfmt.casting import cast_array
-from modelfmt.flavors._common import finish_model, model_file
 from modelfmt.environment import pinned
 from modelfmt.errors import FlavorError, ModelFormatError, SchemaError
+from modelfmt.flavors._common import finish_model, model_file
 from modelfmt.io import atomic_model_dir
 from modelfmt.model import Model
+from modelfmt.open import OpenedModel, open_model
 from modelfmt.signature import ModelSignature, Schema, TensorSpec
 
 FLAVOR_NAME = "onnx"
 LOADER_MODULE = "mlflow.onnx"
+MLFLOW_LOADER_MODULES = (LOADER_MODULE,)
+EXTRA = "onnx"
 MODEL_FILE = "model.onnx"
 CPU = "CPUExecutionProvider"
 DEFAULT_PROVIDERS = [CPU]
@@ -201,20 +204,20 @@ def _tensor_spec(value_info: Any) -> TensorSpec | None:
 
 
 # -- load -------------------------------------------------------------------------------------
-def _model_file(path: str, meta: Model) -> str:
-    conf = meta.flavor(FLAVOR_NAME)
-    file = model_file(path, conf, "data", MODEL_FILE)
+def _model_file(opened: OpenedModel) -> str:
+    conf = opened.flavor_conf(FLAVOR_NAME)
+    file = model_file(opened.path, conf, "data", MODEL_FILE)
     if not os.path.isfile(file):
         raise ModelFormatError(f"the ONNX file {file!r} named in MLmodel is missing")
     return file
 
 
-def load_model(path: str | os.PathLike) -> Any:
-    """The ``onnx.ModelProto`` saved at ``path`` (external data loaded), checked with ``onnx.checker``."""
+def load_model(model: str | os.PathLike | OpenedModel, **options: Any) -> Any:
+    """The ``onnx.ModelProto`` saved at ``model`` (a location or an :class:`OpenedModel`; external
+    data loaded), checked with ``onnx.checker``. ``options`` are opening options."""
     import onnx
 
-    path = os.fspath(path)
-    file = _model_file(path, Model.load(path))
+    file = _model_file(open_model(model, **options))
     try:
         onnx.checker.check_model(file)
         return onnx.load(file)
@@ -229,7 +232,8 @@ def _session_options(options: dict | None) -> Any:
     for key, value in (options or {}).items():
         if key == "execution_mode":
             mode = str(value).upper()
-            so.execution_mode = ort.ExecutionMode.ORT_PARALLEL if mode == "PARALLEL" else ort.ExecutionMode.ORT_SEQUENTIAL
+            modes = ort.ExecutionMode
+            so.execution_mode = modes.ORT_PARALLEL if mode == "PARALLEL" else modes.ORT_SEQUENTIAL
         elif key == "graph_optimization_level":
             so.graph_optimization_level = ort.GraphOptimizationLevel(value)
         elif key == "extra_session_config":
@@ -282,7 +286,9 @@ class _OnnxWrapper:
 
         self.raw_model = session
         self._run = session.run
-        self._inputs = [(i.name, _np_dtype(i.type), len(i.shape) if i.shape is not None else None) for i in session.get_inputs()]
+        self._inputs = [
+            (i.name, _np_dtype(i.type), len(i.shape) if i.shape is not None else None) for i in session.get_inputs()
+        ]
         self._names = [name for name, _, _ in self._inputs]
         self._outputs = [o.name for o in session.get_outputs()]
         self._single = self._inputs[0] if len(self._inputs) == 1 else None
@@ -360,8 +366,8 @@ class _OnnxWrapper:
             if len(flat) == len(out) and all(
                 a.ndim == 1 or (a.ndim == 2 and a.shape[1] == 1) for a in flat
             ) and all(len(a) == len(index) for a in flat):
-                return self._frame({n: a.reshape(-1) for n, a in zip(self._outputs, flat)}, index=index)
-        return dict(zip(self._outputs, out))
+                return self._frame({n: a.reshape(-1) for n, a in zip(self._outputs, flat, strict=True)}, index=index)
+        return dict(zip(self._outputs, out, strict=True))
 
 
 def _np_dtype(ort_type: str) -> Any:
@@ -374,16 +380,15 @@ def _np_dtype(ort_type: str) -> Any:
     return np.dtype(name) if name else None
 
 
-def _load_pyfunc(
-    path: str,
-    model: Model,
+def load_pyfunc(
+    opened: OpenedModel,
     onnx_execution_providers: list | None = None,
     onnx_session_options: dict | None = None,
-    **_: Any,
 ) -> _OnnxWrapper:
-    """The pyfunc wrapper; the two keyword options override the providers and session options in MLmodel."""
-    conf = model.flavor(FLAVOR_NAME)
+    """The pyfunc wrapper: one ``InferenceSession``, built now. The two options override the providers
+    and session options recorded in MLmodel."""
+    conf = opened.flavor_conf(FLAVOR_NAME)
     options = onnx_session_options if onnx_session_options is not None else conf.get("onnx_session_options")
     validate_session_options(options)
     providers = onnx_execution_providers or conf.get("providers") or DEFAULT_PROVIDERS
-    return _OnnxWrapper(_session(_model_file(path, model), providers, options))
+    return _OnnxWrapper(_session(_model_file(opened), providers, options))
