@@ -67,8 +67,10 @@ def _example_info(path: str, model: Model | None) -> dict:
 def load_input_example(path: str, model: Model | None = None) -> Any:
     """The input example of the model at ``path`` as model input, or ``None`` when it has none.
 
-    MLflow writes a missing float as a bare ``NaN`` (Python's json); it is read back as NaN.
+    MLflow writes a missing float as a bare ``NaN`` (Python's json); it is read back as NaN. An
+    ``ndarray`` example takes its tensor spec's numeric dtype, as in MLflow (``null`` becomes NaN).
     """
+    model = model or Model.load(path)
     info = _example_info(path, model)
     if not info:
         return None
@@ -81,14 +83,33 @@ def load_input_example(path: str, model: Model | None = None) -> Any:
     if info.get("params") and isinstance(data, dict) and "inputs" in data:
         data = data["inputs"]  # MLflow stores an example given with params as {"inputs": ..., "params": ...}
     try:
-        return _example_from_json(data, info)
+        return _example_from_json(data, info, _tensor_dtypes(model))
     except (KeyError, TypeError, ValueError) as e:
         raise ModelFormatError(f"the input example {fp!r} does not match its {info.get('type')!r} type: {e}") from e
 
 
-def _example_from_json(data: Any, info: dict) -> Any:
+def _tensor_dtypes(model: Model) -> dict:
+    """The numeric dtypes of the model's input tensors by name (``None`` for an unnamed one)."""
+    from modelfmt.signature import TensorSpec
+
+    schema = model.get_input_schema()
+    specs = schema.inputs if schema is not None else []
+    return {s.name: s.dtype for s in specs if isinstance(s, TensorSpec) and s.dtype.kind in "biuf"}
+
+
+def _as_tensor(values: Any, dtype: Any) -> Any:
     import numpy as np
 
+    if dtype is not None:
+        try:
+            return np.asarray(values, dtype=dtype)
+        except (TypeError, ValueError):
+            pass  # e.g. null in an integer tensor: kept as it is, for enforcement to name
+    return np.asarray(values)
+
+
+def _example_from_json(data: Any, info: dict, dtypes: dict | None = None) -> Any:
+    dtypes = dtypes or {}
     kind = info.get("type")
     if kind == "dataframe":
         import pandas as pd
@@ -98,8 +119,8 @@ def _example_from_json(data: Any, info: dict) -> Any:
         return pd.DataFrame(data["data"], columns=data["columns"])
     if kind == "ndarray":
         if isinstance(data, dict):
-            return {k: np.asarray(v) for k, v in data.items()}
-        return np.asarray(data)
+            return {k: _as_tensor(v, dtypes.get(k)) for k, v in data.items()}
+        return _as_tensor(data, dtypes.get(None))
     return data
 
 

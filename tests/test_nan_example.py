@@ -109,6 +109,19 @@ def test_example_reads_back_with_nan_and_scores_like_mlflow(mlflow_nan_models):
     np.testing.assert_allclose(preds, mlflow_nan_models["expected"]["sk_nan_frame"], rtol=1e-12)
 
 
+def test_ndarray_example_takes_its_tensor_dtype_like_mlflow(mlflow_nan_models):
+    """MLflow writes NaN in an ndarray example as null; the float64 tensor spec makes it NaN again."""
+    import modelfmt
+    from modelfmt.example import load_input_example
+
+    path = str(mlflow_nan_models["base"] / "sk_nan_ndarray")
+    assert b"null" in (Path(path) / "input_example.json").read_bytes()
+    example = load_input_example(path)
+    assert example.dtype == np.float64 and np.isnan(example).tolist() == [[False, True], [True, False]]
+    preds = modelfmt.load_model(path).predict(example)
+    np.testing.assert_allclose(preds, mlflow_nan_models["expected"]["sk_nan_ndarray"], rtol=1e-12)
+
+
 @pytest.mark.parametrize("name", ["sk_nan_frame", "sk_nan_ndarray"])
 def test_info_and_verify(mlflow_nan_models, name):
     path = str(mlflow_nan_models["base"] / name)
