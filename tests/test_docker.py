@@ -13,6 +13,7 @@ import tarfile
 import pytest
 
 from modelfmt.errors import DeployError
+from modelfmt.model import Model
 from modelfmt.serving.docker import context as docker_context, wheels as docker_wheels
 from modelfmt.serving.docker.build import generate_dockerfile, resolve_target
 from test_docker_image import docker_ready  # noqa: F401 - the fixture: dockerd and the base image
@@ -61,10 +62,11 @@ def test_probed_target_of_local_base_image(sklearn_model_path):
 
 
 def test_default_base_image_follows_model_python(sklearn_model_path, monkeypatch):
+    model = Model.load(sklearn_model_path)
     monkeypatch.delenv("MODELFMT_BASE_IMAGE", raising=False)
-    assert docker_context.default_base_image(sklearn_model_path) == "python:%d.%d-slim" % sys.version_info[:2]
+    assert docker_context.default_base_image(model) == "python:%d.%d-slim" % sys.version_info[:2]
     monkeypatch.setenv("MODELFMT_BASE_IMAGE", "my/base:1")
-    assert docker_context.default_base_image(sklearn_model_path) == "my/base:1"
+    assert docker_context.default_base_image(model) == "my/base:1"
 
 
 def test_platform_tags_cover_older_manylinux():
@@ -120,6 +122,33 @@ def test_failed_context_leaves_nothing_behind(sklearn_model_path, tmp_path, exis
             pip_options=["--no-index", "--find-links", str(links)],
         )
     assert (os.listdir(out) == []) if existed else not out.exists()
+
+
+def test_mlmodel_is_parsed_once(sklearn_model_path, tmp_path, monkeypatch):
+    """generate-dockerfile reads MLmodel once (it read it 4 times in 0.1), and not at all for an OpenedModel."""
+    from modelfmt.open import open_model
+
+    calls = []
+    real = Model.load.__func__
+
+    def counting(cls, path):
+        calls.append(path)
+        return real(cls, path)
+
+    monkeypatch.setattr(Model, "load", classmethod(counting))
+    links = tmp_path / "links"
+    links.mkdir()
+    fake = tmp_path / "modelfmt-0.0.0-py3-none-any.whl"
+    fake.write_bytes(b"not a wheel")
+    offline = dict(modelfmt_wheel=str(fake), pip_options=["--no-index", "--find-links", str(links)])
+    # Wheel resolution (after every MLmodel read) fails offline; the count is what matters here.
+    with pytest.raises(DeployError):
+        generate_dockerfile(sklearn_model_path, str(tmp_path / "a"), "python:3.11-slim", **offline)
+    assert len(calls) == 1
+    opened = open_model(sklearn_model_path)
+    with pytest.raises(DeployError):
+        generate_dockerfile(opened, str(tmp_path / "b"), "python:3.11-slim", **offline)
+    assert len(calls) == 2
 
 
 def test_modelfmt_wheel_is_reproducible(tmp_path):

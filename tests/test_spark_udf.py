@@ -253,3 +253,28 @@ def test_onnx_models_score_through_the_udf(spark, sklearn_model_path, diabetes_s
     expected = elasticnet.predict(X)
     for col in ("columns", "array", "scalars"):
         np.testing.assert_allclose(_by_row(out, col), expected, rtol=1e-4, err_msg=col)
+
+
+def test_opened_model_and_its_opening_options_reach_the_workers(spark, diabetes_sdf, diabetes, tmp_path):
+    """spark_udf takes an OpenedModel; workers open their shipped copy with the same options."""
+    import operator
+
+    from sklearn.linear_model import LinearRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import FunctionTransformer
+
+    import modelfmt
+    from modelfmt.errors import UnsafeModelError
+    from modelfmt.flavors import sklearn as sk_flavor
+    from modelfmt.open import open_model
+    from modelfmt.serving.spark.udf import spark_udf
+
+    X, y = diabetes
+    pipe = make_pipeline(FunctionTransformer(operator.neg), LinearRegression()).fit(X, y)
+    path = str(tmp_path / "skops")
+    sk_flavor.save_model(pipe, path, serialization_format="skops", input_example=X.head(3))
+    with pytest.raises(UnsafeModelError, match="_operator.neg"):
+        modelfmt.load_model(path)  # without the option, the shipped copy could not load either
+    udf = spark_udf(spark, open_model(path, trusted_types=["_operator.neg"]))
+    out = diabetes_sdf.select("row", udf().alias("p")).toPandas()
+    np.testing.assert_allclose(_by_row(out, "p"), pipe.predict(X), rtol=1e-12)

@@ -16,10 +16,13 @@ as scikit-learn's trees do internally); ``dtype="double"|"float"`` forces one.
 
 from __future__ import annotations
 
+import os
+import tempfile
 from typing import Any
 
 from modelfmt.errors import ConversionError
 from modelfmt.model import Model
+from modelfmt.open import OpenedModel, open_model
 
 DEFAULT_RTOL = 1e-4
 DEFAULT_ATOL = 1e-5
@@ -32,7 +35,7 @@ _OUTPUT_FOR_FN = {"predict": 0, "transform": 0, "predict_proba": "probabilities"
 
 # -- conversion ----------------------------------------------------------------------------------
 def convert_sklearn_to_onnx(
-    model_path: str,
+    model: str | os.PathLike | OpenedModel,
     out_path: str,
     data: Any = None,
     rtol: float = DEFAULT_RTOL,
@@ -42,30 +45,35 @@ def convert_sklearn_to_onnx(
     trusted_types: list[str] | None = None,
     overwrite: bool = False,
 ) -> Model:
-    """Convert the sklearn model at ``model_path`` to an ONNX model at ``out_path``.
+    """Convert the sklearn model ``model`` (a location or an :class:`OpenedModel`) to an ONNX model at
+    ``out_path``.
 
     ``data`` (a DataFrame or array; default: the model's input example) is scored by both models;
     when any value differs by more than ``atol + rtol * |sklearn value|`` nothing is written and a
     :class:`ConversionError` reports the max absolute and relative difference. The check's figures go
     to the new model's ``metadata["onnx_conversion"]``. Returns the new model's ``MLmodel``.
+    ``trusted_types`` is the opening option of a skops model.
     """
+    from modelfmt.environment import installed_version
     from modelfmt.flavors import onnx as onnx_flavor
     from modelfmt.flavors import sklearn as sk_flavor
-    from modelfmt.environment import installed_version
     from modelfmt.signature import ModelSignature
 
     if dtype not in DTYPES:
         raise ConversionError(f"dtype is one of {', '.join(DTYPES)}, got {dtype!r}")
-    meta = Model.load(model_path)
+    opened = open_model(model, **({} if trusted_types is None else {"trusted_types": trusted_types}))
+    meta = opened.model
     if "sklearn" not in meta.flavors:
         raise ConversionError(
-            f"convert to ONNX takes a model with the sklearn flavor; {model_path!r} has {sorted(meta.flavors)}"
+            f"convert to ONNX takes a model with the sklearn flavor; {opened.source!r} has {sorted(meta.flavors)}"
         )
-    estimator = sk_flavor.load_model(model_path, trusted_types=trusted_types)
+    estimator = sk_flavor.load_model(opened)
     predict_fn = meta.flavors.get("python_function", {}).get("predict_fn") or "predict"
-    schema, example, data, source = _check_data(model_path, meta, data)
+    schema, example, data, source = _check_data(opened, data)
     expected = _sklearn_output(estimator, predict_fn, data)
-    proto, got, figures = _convert_checked(estimator, schema, predict_fn, data, expected, dtype, target_opset, rtol, atol)
+    proto, got, figures = _convert_checked(
+        estimator, schema, predict_fn, data, expected, dtype, target_opset, rtol, atol
+    )
     figures.update(rows=_rows(data), data=source)
     if not figures["passed"]:
         raise ConversionError(
@@ -105,14 +113,14 @@ def _rows(data: Any) -> int:
     return len(data)
 
 
-def _check_data(model_path: str, meta: Model, data: Any) -> tuple[Any, Any, Any, str]:
+def _check_data(opened: OpenedModel, data: Any) -> tuple[Any, Any, Any, str]:
     """``(input schema, input example, check data conformed to the schema, where the data came from)``."""
     from modelfmt.enforce import enforce_schema
     from modelfmt.example import load_input_example
     from modelfmt.infer import infer_schema
 
-    example = load_input_example(model_path, meta)
-    schema = meta.get_input_schema()
+    example = load_input_example(opened.path, opened.model)
+    schema = opened.model.get_input_schema()
     if schema is None:
         if example is None:
             raise ConversionError("the model has neither a signature nor an input example to take input types from")
@@ -149,7 +157,8 @@ def _widths(estimator: Any, dtype: str) -> list[str]:
 
 
 def _convert_checked(
-    estimator: Any, schema: Any, predict_fn: str, data: Any, expected: Any, dtype: str, opset: int | None, rtol: float, atol: float
+    estimator: Any, schema: Any, predict_fn: str, data: Any, expected: Any, dtype: str, opset: int | None,
+    rtol: float, atol: float,
 ) -> tuple[Any, Any, dict]:
     """``(graph, its answers on data, check figures)`` for the first float width that converts, runs
     in onnxruntime and agrees; else for the first that converts (its figures say it disagrees)."""
@@ -161,22 +170,27 @@ def _convert_checked(
         )
     first: tuple | None = None
     last: Exception | None = None
-    for width in _widths(estimator, dtype):
-        try:
-            proto = _select_output(_skl2onnx(estimator, initial_types(schema, width), opset), predict_fn, expected)
-            session = _session(proto)  # some converters emit double graphs onnxruntime cannot run
-        except ConversionError:
-            raise
-        except Exception as e:  # noqa: BLE001 - skl2onnx and onnxruntime raise many unrelated types
-            last = e
-            continue
-        got = _score_onnx(session, data)
-        figures = {**compare(expected, got, rtol, atol), "input_dtype": width}
-        if figures["passed"]:
-            return proto, got, figures
-        first = first or (proto, got, figures)
+    with tempfile.TemporaryDirectory(prefix="modelfmt-convert-") as work:
+        for width in _widths(estimator, dtype):
+            try:
+                proto = _select_output(_skl2onnx(estimator, initial_types(schema, width), opset), predict_fn, expected)
+                # Scored as a saved model through the onnx flavor's own loader, as it will be served;
+                # some converters emit double graphs onnxruntime cannot run.
+                wrapper = _as_pyfunc(proto, os.path.join(work, width))
+            except ConversionError:
+                raise
+            except Exception as e:  # noqa: BLE001 - skl2onnx and onnxruntime raise many unrelated types
+                last = e
+                continue
+            got = _score_onnx(wrapper, data)
+            figures = {**compare(expected, got, rtol, atol), "input_dtype": width}
+            if figures["passed"]:
+                return proto, got, figures
+            first = first or (proto, got, figures)
     if first is None:
-        raise ConversionError(f"skl2onnx cannot convert {_describe(estimator)}: {type(last).__name__}: {_first_line(last)}")
+        raise ConversionError(
+            f"skl2onnx cannot convert {_describe(estimator)}: {type(last).__name__}: {_first_line(last)}"
+        )
     return first
 
 
@@ -211,7 +225,8 @@ def initial_types(schema: Any, width: str) -> list:
     if schema.is_tensor_spec():
         out = []
         for i, spec in enumerate(schema.inputs):
-            kind = {"f": floating, "i": t.Int64TensorType, "u": t.Int64TensorType, "b": t.BooleanTensorType}.get(spec.dtype.kind, t.StringTensorType)
+            kinds = {"f": floating, "i": t.Int64TensorType, "u": t.Int64TensorType, "b": t.BooleanTensorType}
+            kind = kinds.get(spec.dtype.kind, t.StringTensorType)
             dims = [None if d == -1 else d for d in spec.shape] if isinstance(spec, TensorSpec) else [None]
             out.append((spec.name or (STACKED_INPUT if len(schema.inputs) == 1 else f"input_{i}"), kind(dims)))
         return out
@@ -323,21 +338,23 @@ def _prune(graph: Any) -> None:
     graph.initializer.extend(initializers)
 
 
-def _session(proto: Any) -> Any:
-    import onnxruntime as ort
+def _as_pyfunc(proto: Any, path: str) -> Any:
+    """The onnx flavor's pyfunc wrapper of ``proto``, saved at ``path`` and loaded with ``load_pyfunc``."""
+    from modelfmt.flavors import onnx as onnx_flavor
 
-    return ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    onnx_flavor.save_model(proto, path)
+    return onnx_flavor.load_pyfunc(open_model(path))
 
 
-def _score_onnx(session: Any, data: Any) -> Any:
+def _score_onnx(wrapper: Any, data: Any) -> Any:
     import numpy as np
 
-    from modelfmt.flavors.onnx.flavor import _OnnxWrapper
-
     try:
-        return np.asarray(_OnnxWrapper(session).predict(data))
+        return np.asarray(wrapper.predict(data))
     except Exception as e:  # noqa: BLE001 - onnxruntime's errors have no useful common base
-        raise ConversionError(f"the converted model fails on the check data: {type(e).__name__}: {_first_line(e)}") from e
+        raise ConversionError(
+            f"the converted model fails on the check data: {type(e).__name__}: {_first_line(e)}"
+        ) from e
 
 
 def compare(expected: Any, got: Any, rtol: float, atol: float) -> dict:

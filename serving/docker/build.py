@@ -11,10 +11,10 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
-from typing import Sequence
+from collections.abc import Sequence
 
-from modelfmt.errors import DeployError, ModelfmtError
-from modelfmt.model import Model
+from modelfmt.errors import DeployError
+from modelfmt.open import OpenedModel, open_model
 from modelfmt.serving.docker import client as docker_cli
 from modelfmt.serving.docker.context import (
     Target,
@@ -28,10 +28,14 @@ from modelfmt.serving.docker.context import (
 _log = logging.getLogger(__name__)
 
 
-def resolve_target(model_path: str, base_image: str | None = None, python_version: str | None = None) -> Target:
-    """The platform to resolve wheels for: probed inside ``base_image`` when the local daemon has it,
-    else read from its ``python:X.Y`` tag or ``python_version``."""
-    base = base_image or default_base_image(model_path)
+def resolve_target(
+    model: str | os.PathLike | OpenedModel, base_image: str | None = None, python_version: str | None = None
+) -> Target:
+    """The platform to resolve wheels for ``model`` (a location or an :class:`OpenedModel`): probed
+    inside ``base_image`` when the local daemon has it, else read from its ``python:X.Y`` tag or
+    ``python_version``."""
+    meta = open_model(model).model
+    base = base_image or default_base_image(meta)
     probe = _try_probe(base)
     if probe is None:
         target = target_from_tag(base, python_version)
@@ -41,7 +45,7 @@ def resolve_target(model_path: str, base_image: str | None = None, python_versio
             raise DeployError(
                 f"base image {base!r} has Python {target.python_version}, not {python_version} as asked"
             )
-    saved = model_python_version(model_path)
+    saved = model_python_version(meta)
     if saved and saved != target.python_version:
         _log.warning(
             "model was saved with Python %s; the image runs %s: pickled models may not load",
@@ -63,7 +67,7 @@ def _try_probe(image: str) -> dict | None:
 
 
 def generate_dockerfile(
-    model_path: str,
+    model: str | os.PathLike | OpenedModel,
     output_dir: str,
     base_image: str | None = None,
     *,
@@ -72,16 +76,17 @@ def generate_dockerfile(
     template: str | None = None,
     pip_options: Sequence[str] = (),
 ) -> str:
-    """Write a build context for the model at ``model_path`` into ``output_dir``; returns ``output_dir``.
+    """Write a build context for ``model`` (a location or an :class:`OpenedModel`) into ``output_dir``;
+    returns ``output_dir``.
 
     ``base_image`` defaults to ``$MODELFMT_BASE_IMAGE`` or ``python:<model's X.Y>-slim``;
     ``python_version`` is needed only for a base image that is neither local nor a ``python:X.Y`` tag.
     ``pip_options`` go to ``pip download`` (e.g. ``["--index-url", URL]``).
     """
-    Model.load(model_path)  # a clear error for a path that is not a model
-    target = resolve_target(model_path, base_image, python_version)
+    opened = open_model(model)  # MLmodel read once, here, for every step below
+    target = resolve_target(opened, base_image, python_version)
     return write_context(
-        model_path,
+        opened,
         output_dir,
         target,
         modelfmt_wheel=modelfmt_wheel,
@@ -91,7 +96,7 @@ def generate_dockerfile(
 
 
 def build_docker(
-    model_path: str,
+    model: str | os.PathLike | OpenedModel,
     tag: str,
     base_image: str | None = None,
     *,
@@ -101,14 +106,14 @@ def build_docker(
     pip_options: Sequence[str] = (),
     no_cache: bool = False,
 ) -> str:
-    """Build an image ``tag`` serving the model at ``model_path``, streaming docker's output; returns
-    ``tag``. Arguments as for :func:`generate_dockerfile`."""
-    Model.load(model_path)
+    """Build an image ``tag`` serving ``model``, streaming docker's output; returns ``tag``. Arguments
+    as for :func:`generate_dockerfile`."""
+    opened = open_model(model)
     docker_cli.check_daemon()
     with tempfile.TemporaryDirectory(prefix="modelfmt-docker-") as tmp:
         context = os.path.join(tmp, "context")
         generate_dockerfile(
-            model_path,
+            opened,
             context,
             base_image,
             python_version=python_version,

@@ -6,7 +6,7 @@ import json
 import os
 import shutil
 import subprocess
-from typing import Sequence
+from collections.abc import Sequence
 
 from modelfmt.errors import DeployError
 
@@ -76,7 +76,9 @@ def probe_image(image: str) -> dict:
     try:
         return json.loads(lines[-1])
     except (IndexError, ValueError):
-        raise DeployError(f"python3 in base image {image!r} did not print its platform: {proc.stdout[-200:]!r}") from None
+        raise DeployError(
+            f"python3 in base image {image!r} did not print its platform: {proc.stdout[-200:]!r}"
+        ) from None
 
 
 def image_config(image: str) -> dict:

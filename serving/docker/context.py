@@ -18,11 +18,12 @@ import re
 import shutil
 import stat
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 from modelfmt.environment import read_requirements, requirement_name
 from modelfmt.errors import DeployError
 from modelfmt.model import PYFUNC_FLAVOR, Model
+from modelfmt.open import OpenedModel, open_model
 
 TEMPLATE_NAME = "Dockerfile.template"
 VENV = "/opt/modelfmt"
@@ -66,19 +67,19 @@ class Target:
         return f"linux/{self.machine}, glibc {self.glibc[0]}.{self.glibc[1]}"
 
 
-def model_python_version(model_path: str) -> str | None:
-    """``major.minor`` of the Python the model was saved with (from ``MLmodel``), if recorded."""
-    conf = Model.load(model_path).flavors.get(PYFUNC_FLAVOR, {})
+def model_python_version(model: Model) -> str | None:
+    """``major.minor`` of the Python the model was saved with (from its ``MLmodel``), if recorded."""
+    conf = model.flavors.get(PYFUNC_FLAVOR) or {}
     m = re.match(r"(\d+)\.(\d+)", str(conf.get("python_version") or ""))
     return f"{m.group(1)}.{m.group(2)}" if m else None
 
 
-def default_base_image(model_path: str) -> str:
+def default_base_image(model: Model) -> str:
     """``$MODELFMT_BASE_IMAGE``, else the official slim image of the model's Python version."""
     env = os.environ.get("MODELFMT_BASE_IMAGE")
     if env:
         return env
-    version = model_python_version(model_path) or "%d.%d" % sys.version_info[:2]
+    version = model_python_version(model) or "{}.{}".format(*sys.version_info[:2])
     return f"python:{version}-slim"
 
 
@@ -158,7 +159,7 @@ def render_dockerfile(target: Target, template: str | None = None) -> str:
 
 
 def write_context(
-    model_path: str,
+    model: str | os.PathLike | OpenedModel,
     output_dir: str,
     target: Target,
     *,
@@ -166,7 +167,9 @@ def write_context(
     template: str | None = None,
     pip_options: Sequence[str] = (),
 ) -> str:
-    """Write a complete build context for ``model_path`` into ``output_dir`` (created; must be empty)."""
+    """Write a complete build context for ``model`` (a location or an :class:`OpenedModel`) into
+    ``output_dir`` (created; must be empty)."""
+    model_path = open_model(model).path
     existed = os.path.isdir(output_dir)
     if existed and os.listdir(output_dir):
         raise DeployError(f"output directory {output_dir!r} is not empty")

@@ -13,7 +13,7 @@ import subprocess
 import sys
 import tempfile
 import zipfile
-from typing import Sequence
+from collections.abc import Sequence
 
 from modelfmt.errors import DeployError
 

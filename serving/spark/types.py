@@ -21,7 +21,8 @@ _log = logging.getLogger(__name__)
 # -- driver: the result type -------------------------------------------------------------------
 def resolve_result_type(result_type: Any, output_schema: Schema | None) -> Any:
     """A Spark ``DataType`` from ``result_type`` (type or DDL string), or from the output schema."""
-    from pyspark.sql.types import DataType as SparkType, DoubleType, _parse_datatype_string
+    from pyspark.sql.types import DataType as SparkType
+    from pyspark.sql.types import DoubleType, _parse_datatype_string
 
     if result_type is None:
         if output_schema is None or not output_schema.inputs:
@@ -32,7 +33,9 @@ def resolve_result_type(result_type: Any, output_schema: Schema | None) -> Any:
         try:
             result_type = _parse_datatype_string("boolean" if result_type == "bool" else result_type)
         except Exception as e:  # noqa: BLE001 - Spark's parser raises its own exception types
-            raise ModelfmtError(f"result_type {result_type!r} is not a Spark type: {e}", INVALID_PARAMETER_VALUE) from None
+            raise ModelfmtError(
+                f"result_type {result_type!r} is not a Spark type: {e}", INVALID_PARAMETER_VALUE
+            ) from None
     if not isinstance(result_type, SparkType) or not _supported(result_type):
         raise ModelfmtError(
             f"result_type {result_type!r} is not supported: use a primitive type (boolean, int, long, float, "
@@ -112,7 +115,7 @@ def _numpy_to_spark(dtype: Any) -> Any:
     raise ModelfmtError(f"cannot return tensors of dtype {dtype} from a Spark UDF", INVALID_PARAMETER_VALUE)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _np_types() -> dict:
     import numpy as np
     from pyspark.sql import types as T
@@ -149,7 +152,8 @@ def _to_column(preds: Any, rtype: Any) -> Any:
     if isinstance(rtype, ArrayType):
         return pd.Series(_to_arrays(preds, rtype), dtype=object)
     if isinstance(rtype, MapType):
-        return pd.Series(list(preds.to_dict("records")) if isinstance(preds, pd.DataFrame) else list(preds), dtype=object)
+        rows = preds.to_dict("records") if isinstance(preds, pd.DataFrame) else preds
+        return pd.Series(list(rows), dtype=object)
     values = _first_column(preds)
     np_type = _np_types()[type(rtype)]
     if isinstance(rtype, StringType):
@@ -225,5 +229,5 @@ def _to_struct(preds: Any, rtype: Any) -> Any:
         missing = sorted(set(fields) - set(cols))
         raise ValueError(f"the output has columns {cols}, not the struct's fields {missing}")
     # _to_column builds fresh Series (RangeIndex): no alignment with whatever index the model returned.
-    return pd.DataFrame({f: _to_column(col, rtype[f].dataType) for f, col in zip(fields, picked)})
+    return pd.DataFrame({f: _to_column(col, rtype[f].dataType) for f, col in zip(fields, picked, strict=True)})
 

@@ -1,9 +1,11 @@
 """``spark_udf``: score any saved model inside Spark batch and Structured Streaming jobs.
 
-The driver reads only ``MLmodel``: it works out the result type, checks ``params``, and ships the model
-directory with the job as an archive (``SparkContext.addArchive``, unpacked by Spark on each executor),
-so executors need no shared filesystem. Each Python worker loads the model once and keeps it for every
-later batch and task (Spark reuses Python workers), instead of loading it per task or batch.
+The driver opens the model once (:func:`modelfmt.open.open_model`: ``MLmodel`` read and checked, nothing
+unpickled): it works out the result type, checks ``params``, and ships the model directory with the job
+as an archive (``SparkContext.addArchive``, unpacked by Spark on each executor),
+so executors need no shared filesystem. Each Python worker opens and loads its shipped copy once (with
+the driver's opening options) and keeps it for every later batch and task (Spark reuses Python
+workers), instead of loading it per task or batch.
 """
 
 from __future__ import annotations
@@ -17,13 +19,15 @@ import shutil
 import tarfile
 import tempfile
 from collections import OrderedDict
-from typing import Any, Iterable, Iterator, NamedTuple
+from collections.abc import Iterable, Iterator
+from typing import Any, NamedTuple
 
 from modelfmt.enforce import enforce_params
 from modelfmt.errors import ModelfmtError, SchemaError
 from modelfmt.model import Model
-from modelfmt.signature import Schema
+from modelfmt.open import OpenedModel, open_model
 from modelfmt.serving.spark.types import resolve_result_type, to_pandas_result
+from modelfmt.signature import Schema
 
 _log = logging.getLogger(__name__)
 
@@ -33,8 +37,10 @@ _WORKER_CACHE_SIZE = 4
 _WORKER_MODELS: OrderedDict[str, Any] = OrderedDict()
 
 
-def spark_udf(spark: Any, model_path: str | os.PathLike, result_type: Any = None, params: dict | None = None) -> "ModelUDF":
-    """A Spark UDF scoring the model saved at ``model_path``.
+def spark_udf(
+    spark: Any, model: str | os.PathLike | OpenedModel, result_type: Any = None, params: dict | None = None,
+) -> ModelUDF:
+    """A Spark UDF scoring ``model`` (a location or an :class:`OpenedModel`).
 
     Call it with column names or ``Column``s (named after the signature's inputs, in its order when
     they are not names it knows), with one ``struct(...)`` column, or with no arguments to use the
@@ -42,26 +48,28 @@ def spark_udf(spark: Any, model_path: str | os.PathLike, result_type: Any = None
     ``"array<float>"``, ``"struct<a:double,b:double>"``); by default it follows the output schema, and is
     ``double`` when there is none. ``params`` are checked against the params schema now, not per batch.
     """
-    path = os.path.abspath(os.fspath(model_path))
-    meta = Model.load(path)
+    opened = open_model(model)
+    path, meta = opened.path, opened.model
     rtype = resolve_result_type(result_type, meta.get_output_schema())
     checked = enforce_params(params, meta.get_params_schema())
     if meta.flavors.get("python_function", {}).get("loader_module") == "mlflow.spark":
         _log.warning(
             "spark_udf: %s is a Spark model; every Python worker will start its own local Spark to score it. "
-            "Applying flavors.spark.load_model(path).transform(df) is much faster", path
+            "Applying modelfmt.flavors.spark.load_model(path).transform(df) is much faster", path
         )
     archive = _ship(spark, path, meta)
-    return ModelUDF(_Job(archive, path, rtype.json(), checked), rtype, meta)
+    return ModelUDF(_Job(archive, path, rtype.json(), checked, dict(opened.options)), rtype, meta)
 
 
 class _Job(NamedTuple):
-    """What a worker needs: the shipped archive's name (or the path), the result type, the params."""
+    """What a worker needs: the shipped archive's name (or the path), the result type, the params,
+    the opening options."""
 
     archive: str | None
     path: str
     result_type_json: str
     params: dict | None
+    options: dict
 
     @property
     def key(self) -> str:
@@ -95,17 +103,19 @@ class ModelUDF:
 
 def _make_udf(job: _Job, names: list, result_type: Any) -> Any:
     """The iterator-of-batches pandas UDF for one call's column names."""
+    from typing import Tuple, Union  # noqa: UP035 - pyspark infers the UDF kind from typing's forms
+
     import pandas as pd
     from pyspark.sql.functions import pandas_udf
     from pyspark.sql.types import StructType
-    from typing import Tuple, Union
 
     def score(batches):
         return _score_batches(job, names, batches)
 
     out = pd.DataFrame if isinstance(result_type, StructType) else pd.Series
     # Real objects, not strings: pyspark reads the hints to pick the iterator-of-batches UDF kind.
-    score.__annotations__ = {"batches": Iterator[Tuple[Union[pd.Series, pd.DataFrame], ...]], "return": Iterator[out]}
+    batches_hint = Iterator[Tuple[Union[pd.Series, pd.DataFrame], ...]]  # noqa: UP006, UP007
+    score.__annotations__ = {"batches": batches_hint, "return": Iterator[out]}
     return pandas_udf(score, returnType=result_type)
 
 
@@ -139,7 +149,7 @@ def _fingerprint(path: str, meta: Model) -> str:
     return h.hexdigest()[:24]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _staging_dir() -> str:
     # Archives must outlive the jobs that fetch them: removed when this process exits.
     d = tempfile.mkdtemp(prefix="modelfmt-spark-udf-")
@@ -156,7 +166,7 @@ def _worker_model(job: _Job) -> Any:
         return model
     from modelfmt.flavors.pyfunc import load_model
 
-    model = load_model(_worker_path(job))
+    model = load_model(_worker_path(job), **job.options)
     _WORKER_MODELS[job.key] = model
     while len(_WORKER_MODELS) > _WORKER_CACHE_SIZE:
         _WORKER_MODELS.popitem(last=False)
@@ -212,7 +222,7 @@ def _model_input(args: tuple, names: list, schema: Schema | None) -> Any:
         return args[0]
     # numpy arrays build a frame ~2x faster than Series (no index alignment); others keep their dtype.
     plain = (a.to_numpy() if isinstance(a.dtype, np.dtype) else a for a in args)
-    return pd.DataFrame(dict(zip(names, plain)), copy=False)
+    return pd.DataFrame(dict(zip(names, plain, strict=False)), copy=False)
 
 
 def _tensor_input(args: tuple, names: list, schema: Schema) -> Any:
@@ -226,7 +236,7 @@ def _tensor_input(args: tuple, names: list, schema: Schema) -> Any:
     if len(specs) == 1 and len(args) > 1:
         return np.column_stack([np.asarray(a) for a in args])
     out = {}
-    for i, (col, spec) in enumerate(zip(args, specs)):
+    for i, (col, spec) in enumerate(zip(args, specs, strict=False)):
         values = np.asarray(col)
         if values.dtype == object:
             try:
