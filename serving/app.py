@@ -88,6 +88,8 @@ def create_app(
         body, content_type = metrics.render()
         return Response(body, 200, content_type=content_type)
 
+    # Every fixed route gets its own metrics label; routes with variables stay under "other" (bounded labels).
+    counters.add_known_paths(rule.rule for rule in app.url_map.iter_rules() if not rule.arguments)
     _add_error_handlers(app, debug)
     app.wsgi_app = counters.wrap(app.wsgi_app)  # type: ignore[method-assign]
     return app

@@ -45,6 +45,10 @@ class Metrics:
         self._children: dict[tuple[str, str], Any] = {}
         self._latency_children: dict[str, Any] = {}
 
+    def add_known_paths(self, paths: Iterable[str]) -> None:
+        """Label requests to ``paths`` by their path too (the app adds every fixed route it mounts)."""
+        self.known_paths = self.known_paths | frozenset(paths)
+
     def endpoint(self, path: str) -> str:
         """The ``endpoint`` label of a path: known routes by name, everything else ``other`` (bounded labels)."""
         return path if path in self.known_paths else "other"

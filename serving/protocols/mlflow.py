@@ -16,7 +16,6 @@ from modelfmt.serving.protocols._http import read_body
 from modelfmt.serving.runtime import Runtime
 
 NAME = MLFLOW
-PATHS = ("/ping", "/health", "/version", "/metadata", "/invocations")
 
 
 def error_response(error_code: str, message: str, status: int, extra: dict | None = None) -> Response:
@@ -56,8 +55,9 @@ def blueprint(runtime: Runtime, max_body_size: int) -> Blueprint:
             raise UnsupportedMediaTypeError(
                 "the request has no Content-Type: send application/json (MLflow's JSON keys) or text/csv"
             )
-        body = read_body(environ, max_body_size)  # read even when refused below: the client gets the answer
-        answer = answer_for(MLFLOW, environ.get("HTTP_ACCEPT"))  # a 406 before the model runs
+        # The body is read before a 406 too: a client still sending gets the answer, not a reset.
+        body = read_body(environ, max_body_size)
+        answer = answer_for(MLFLOW, environ.get("HTTP_ACCEPT"))
         prepared = runtime.prepare(body, content_type)
         predictions = runtime.run(prepared)
         rows.inc(prepared.rows)
