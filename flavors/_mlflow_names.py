@@ -121,7 +121,7 @@ def function_python_model(base: type) -> type:
     """Stand-in for MLflow's ``_FunctionPythonModel``, built on ``base`` (our ``PythonModel``, passed
     in by the pyfunc flavor so that this module imports nothing of it)."""
 
-    class _FunctionPythonModel(base):  # type: ignore[valid-type, misc]
+    class _FunctionPythonModel(base):
         """Stand-in for MLflow's wrapper of a plain function saved as ``python_model``."""
 
         @property

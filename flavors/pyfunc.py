@@ -7,7 +7,7 @@ import logging
 import os
 import pickle
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from modelfmt.enforce import enforce_params, enforce_schema
@@ -223,6 +223,7 @@ class _PythonModelWrapper:
         self.python_model = python_model
         self.raw_model = python_model
         self.context = context
+        parameters: Mapping[str, Any]
         try:
             parameters = inspect.signature(python_model.predict).parameters
         except (TypeError, ValueError):  # no introspectable signature: assume the full form

@@ -8,6 +8,7 @@ only while such a model loads.
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import os
 import shutil
@@ -33,7 +34,11 @@ EXPECTED = {
     "function_model": [2.0, 4.0, 6.0],
     "main_subclass": [1.5, 2.25, 3.125],
 }
-PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(modelfmt.flavors.__file__)))
+# modelfmt/, flavors/ and serving/ of the installed (editable) tree.
+PACKAGE_DIRS = tuple(
+    os.path.dirname(os.path.abspath(m.__file__)) + os.sep
+    for m in (modelfmt, modelfmt.flavors, importlib.import_module("modelfmt.serving"))
+)
 
 
 def _old_names() -> list[str]:
@@ -45,7 +50,7 @@ def _files_loaded_twice() -> dict[str, list[str]]:
     by_file: dict[str, dict[int, str]] = {}
     for name, module in list(sys.modules.items()):
         file = getattr(module, "__file__", None)
-        if file and os.path.abspath(file).startswith(PACKAGE_ROOT):
+        if file and os.path.abspath(file).startswith(PACKAGE_DIRS):
             by_file.setdefault(os.path.abspath(file), {})[id(module)] = name
     return {f: sorted(mods.values()) for f, mods in by_file.items() if len(mods) > 1}
 

@@ -30,7 +30,7 @@ TARGETS = ("onnx",)
 DTYPES = ("auto", "double", "float")
 STACKED_INPUT = "input"
 # Which graph output of a skl2onnx model answers each pyfunc_predict_fn.
-_OUTPUT_FOR_FN = {"predict": 0, "transform": 0, "predict_proba": "probabilities"}
+_OUTPUT_FOR_FN: dict[str, int | str] = {"predict": 0, "transform": 0, "predict_proba": "probabilities"}
 
 
 # -- conversion ----------------------------------------------------------------------------------

@@ -150,7 +150,7 @@ def _normalise_providers(providers: Any) -> list:
     """Provider names or ``[name, options]`` pairs, as YAML can hold them."""
     if isinstance(providers, str):
         providers = [providers]
-    out = []
+    out: list = []
     for p in providers:
         if isinstance(p, (list, tuple)) and len(p) == 2 and isinstance(p[0], str) and isinstance(p[1], dict):
             out.append([p[0], dict(p[1])])
@@ -186,10 +186,13 @@ def graph_signature(proto: Any) -> ModelSignature:
     initializers = {i.name for i in proto.graph.initializer}
     inputs = [_tensor_spec(v) for v in proto.graph.input if v.name not in initializers]
     outputs = [_tensor_spec(v) for v in proto.graph.output]
-    return ModelSignature(
-        Schema(inputs) if inputs and all(s is not None for s in inputs) else None,
-        Schema(outputs) if outputs and all(s is not None for s in outputs) else None,
-    )
+    return ModelSignature(_all_tensors(inputs), _all_tensors(outputs))
+
+
+def _all_tensors(specs: list[TensorSpec | None]) -> Schema | None:
+    """A schema of ``specs`` when there are some and every one is a tensor, else ``None``."""
+    tensors = [s for s in specs if s is not None]
+    return Schema(list(tensors)) if tensors and len(tensors) == len(specs) else None
 
 
 def _tensor_spec(value_info: Any) -> TensorSpec | None:

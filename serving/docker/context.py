@@ -112,7 +112,8 @@ def image_requirements(model_path: str) -> list[str]:
     """The model's requirement lines without modelfmt and MLflow (see ``_DROPPED``)."""
     if not os.path.isfile(os.path.join(model_path, "requirements.txt")):
         _log.warning("model at %s has no requirements.txt: the image gets only modelfmt's dependencies", model_path)
-    kept, dropped = [], []
+    kept: list[str] = []
+    dropped: list[str] = []
     for line in read_requirements(model_path):
         (dropped if requirement_name(line) in _DROPPED else kept).append(line)
     if dropped:

@@ -27,7 +27,7 @@ from modelfmt.errors import ModelfmtError, SchemaError
 from modelfmt.model import Model
 from modelfmt.open import OpenedModel, open_model
 from modelfmt.serving.spark.types import resolve_result_type, to_pandas_result
-from modelfmt.signature import Schema
+from modelfmt.signature import Schema, TensorSpec
 
 _log = logging.getLogger(__name__)
 
@@ -115,8 +115,8 @@ def _make_udf(job: _Job, names: list, result_type: Any) -> Any:
     out = pd.DataFrame if isinstance(result_type, StructType) else pd.Series
     # Real objects, not strings: pyspark reads the hints to pick the iterator-of-batches UDF kind.
     batches_hint = Iterator[Tuple[Union[pd.Series, pd.DataFrame], ...]]  # noqa: UP006, UP007
-    score.__annotations__ = {"batches": batches_hint, "return": Iterator[out]}
-    return pandas_udf(score, returnType=result_type)
+    score.__annotations__ = {"batches": batches_hint, "return": Iterator[out]}  # type: ignore[valid-type]
+    return pandas_udf(score, returnType=result_type)  # type: ignore[call-overload]
 
 
 # -- driver: shipping the model -----------------------------------------------------------------
@@ -243,7 +243,7 @@ def _tensor_input(args: tuple, names: list, schema: Schema) -> Any:
                 values = np.stack([np.asarray(v) for v in values])
             except ValueError as e:
                 raise SchemaError(f"input {spec.name or i!r}: arrays of different lengths in one batch ({e})") from None
-        rest = spec.shape[1:]
+        rest = spec.shape[1:] if isinstance(spec, TensorSpec) else ()
         if rest and -1 not in rest and values.shape[1:] != rest:
             values = values.reshape((len(values), *rest))  # flat arrays in, C order, as MLflow does
         out[spec.name or (names[i] if i < len(names) else i)] = values
