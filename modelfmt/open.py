@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from modelfmt.errors import FlavorError, ModelFormatError, ModelNotFoundError
+from modelfmt.errors import INVALID_PARAMETER_VALUE, FlavorError, ModelfmtError, ModelFormatError, ModelNotFoundError
 from modelfmt.model import PYFUNC_FLAVOR, Model
 
 # The options that belong to opening a model; every flavor's load_model accepts and passes them here.
@@ -68,7 +68,10 @@ def register_resolver(scheme: str, fn: Resolver) -> None:
     """Resolve locations ``<scheme>:...`` with ``fn(location) -> local directory`` (replaces an earlier one)."""
     key = scheme.lower().rstrip(":")
     if not _SCHEME.match(key + ":"):
-        raise ValueError(f"{scheme!r} is not a URI scheme (letters, digits, '+', '-', '.'; two characters or more)")
+        raise ModelfmtError(
+            f"{scheme!r} is not a URI scheme (letters, digits, '+', '-', '.'; two characters or more)",
+            INVALID_PARAMETER_VALUE,
+        )
     _RESOLVERS[key] = fn
 
 
