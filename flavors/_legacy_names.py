@@ -1,10 +1,11 @@
 """Load models saved by modelfmt 0.1, whose pickles and ``code/`` modules use the old import names.
 
-modelfmt 0.1 installed the top-level packages ``flavors`` and ``serving``. Its models name them: a
-``PythonModel`` subclass's base is ``flavors.pyfunc.PythonModel``, cloudpickle's by-value functions
+modelfmt 0.1 installed the top-level packages ``flavors`` and ``serving``. Its models name the first:
+a ``PythonModel`` subclass's base is ``flavors.pyfunc.PythonModel``, cloudpickle's by-value functions
 carry ``subimport("flavors.pyfunc")``, and a ``code/`` module may do ``from flavors import pyfunc``.
-Since 0.2 those packages are ``modelfmt.flavors`` and ``modelfmt.serving`` and no top-level
-``flavors`` or ``serving`` is installed.
+Since 0.2 that package is ``modelfmt.flavors`` and no top-level ``flavors`` is installed. Only
+``flavors`` names are answered: a model has no business naming the serving package, and a flavor
+module must not import it (the layering rule), not even by a computed name.
 
 While such a model loads (:func:`legacy_names`), a finder placed first on ``sys.meta_path`` answers
 the old names with the SAME module objects as the new ones (never a second copy of a file), and
@@ -26,24 +27,16 @@ from typing import Any
 
 from modelfmt.model import Model
 
-_OLD_ROOTS = ("flavors", "serving")
+_OLD_ROOTS = ("flavors",)
 # 0.1 modules that now live elsewhere (0.1 -> 0.2 file moves); every other name keeps its place.
-_MOVED = {
-    "flavors.convert": "modelfmt.flavors.onnx.convert",
-    "serving.spark_udf": "modelfmt.serving.spark.udf",
-    "serving._spark_types": "modelfmt.serving.spark.types",
-    "serving.docker": "modelfmt.serving.docker.build",
-    "serving.docker_cli": "modelfmt.serving.docker.client",
-    "serving.docker_context": "modelfmt.serving.docker.context",
-    "serving.docker_wheels": "modelfmt.serving.docker.wheels",
-}
-# ``from serving import spark_udf`` asks for ``modelfmt.serving.spark_udf`` (the package's real name).
+_MOVED = {"flavors.convert": "modelfmt.flavors.onnx.convert"}
+# ``from flavors import convert`` asks for ``modelfmt.flavors.convert`` (the package's real name).
 _MOVED_UNDER_NEW_ROOT = {f"modelfmt.{old}": new for old, new in _MOVED.items()}
 _MISSING = object()
 
 
 def is_old_name(module: str) -> bool:
-    """Whether ``module`` is under one of 0.1's top-level packages (``flavors``, ``serving``)."""
+    """Whether ``module`` is under 0.1's top-level package ``flavors``."""
     return module.partition(".")[0] in _OLD_ROOTS
 
 
@@ -69,7 +62,7 @@ def _alias_target(fullname: str) -> str | None:
 
 
 class _AliasFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
-    """Answers ``flavors[.*]`` and ``serving[.*]`` with the already-importable ``modelfmt`` modules."""
+    """Answers ``flavors[.*]`` with the already-importable ``modelfmt.flavors`` modules."""
 
     def __init__(self) -> None:
         self.aliased: dict[str, Any] = {}  # old name -> the module it was answered with
@@ -117,7 +110,7 @@ def _enter() -> None:
     global _depth, _finder, _stashed
     with _lock:
         if _depth == 0:
-            # Someone else's top-level ``flavors``/``serving`` (a project on the package index) steps
+            # Someone else's top-level ``flavors`` (a project on the package index) steps
             # aside while the model loads, and comes back after.
             _stashed = {n: m for n, m in sys.modules.items() if is_old_name(n)}
             for name in _stashed:

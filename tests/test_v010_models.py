@@ -160,16 +160,24 @@ def test_nested_shims_and_someone_elses_flavors_package(monkeypatch):
 
 
 def test_moved_modules_keep_their_new_packages_intact():
-    import modelfmt.serving
-    import modelfmt.serving.spark.udf as udf
+    import modelfmt.flavors
+    import modelfmt.flavors.onnx.convert as convert
 
-    had = hasattr(modelfmt.serving, "spark_udf")
+    had = hasattr(modelfmt.flavors, "convert")
     with _legacy_names.legacy_names():
-        from serving import spark_udf
+        from flavors import convert as old
 
-        assert spark_udf is udf
-    assert hasattr(modelfmt.serving, "spark_udf") == had
-    assert _old_names() == [] and "modelfmt.serving.spark_udf" not in sys.modules
+        assert old is convert
+    assert hasattr(modelfmt.flavors, "convert") == had
+    assert _old_names() == [] and "modelfmt.flavors.convert" not in sys.modules
+
+
+def test_the_serving_package_is_never_aliased():
+    # A flavor must not import serving, not even by a computed name: 0.1's ``serving`` is not answered.
+    with _legacy_names.legacy_names():
+        with pytest.raises(ImportError):
+            import serving  # noqa: F401
+    assert _old_names() == []
 
 
 def test_a_0_1_model_served_over_http(v010):
