@@ -7,7 +7,7 @@ import os
 import shutil
 import tempfile
 import threading
-from typing import Iterator
+from collections.abc import Iterator
 
 from modelfmt.errors import ModelExistsError
 

@@ -56,14 +56,15 @@ class Model:
         self.run_id = run_id
         self.artifact_path = artifact_path
         self.model_uuid = model_uuid or uuid.uuid4().hex
-        self.utc_time_created = utc_time_created or str(datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None))
+        now = datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)
+        self.utc_time_created = utc_time_created or str(now)
         self.model_size_bytes = model_size_bytes
         self.mlflow_version = mlflow_version
         self.modelfmt_version = modelfmt_version or __version__
         self.extra = extra
 
     # -- flavors --------------------------------------------------------------------------------
-    def add_flavor(self, name: str, **conf: Any) -> "Model":
+    def add_flavor(self, name: str, **conf: Any) -> Model:
         """Record a flavor's configuration block; returns ``self`` for chaining."""
         self.flavors[name] = conf
         return self
@@ -115,7 +116,7 @@ class Model:
         return yaml.safe_dump(self.to_dict(), default_flow_style=False)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Model":
+    def from_dict(cls, d: dict) -> Model:
         if not isinstance(d, dict) or not isinstance(d.get("flavors"), dict):
             raise ModelFormatError("MLmodel must be a mapping with a 'flavors' mapping")
         bad = sorted(str(k) for k, v in d["flavors"].items() if not isinstance(v, dict))
@@ -135,7 +136,7 @@ class Model:
             f.write(self.to_yaml())
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "Model":
+    def load(cls, path: str | os.PathLike) -> Model:
         """Read ``MLmodel`` from a model directory (or the file itself)."""
         import yaml
 
