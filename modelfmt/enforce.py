@@ -10,7 +10,7 @@ import datetime as _dt
 import logging
 from typing import Any, cast
 
-from modelfmt.casting import cast_array
+from modelfmt.casting import as_text, cast_array
 from modelfmt.errors import ParamsError, SchemaError
 from modelfmt.signature import ColSpec, ParamSchema, ParamSpec, Schema, TensorSpec
 from modelfmt.types import AnyType, Array, DataType, Map, Object, SparkMLVector, type_name
@@ -134,21 +134,15 @@ def _convert_column(col: Any, spec: ColSpec, name: str) -> Any:
     if isinstance(kind, pd.CategoricalDtype):
         col = col.astype(kind.categories.dtype)
         kind = col.dtype
-    if t in (DataType.string, DataType.binary):
-        want = str if t == DataType.string else (bytes, bytearray)
+    if t == DataType.string:
+        return _convert_text(col, name)
+    if t == DataType.binary:
         if _is_object(kind) or pd.api.types.is_string_dtype(kind):
-            _check_values(col, want, name, t.value)
+            _check_values(col, (bytes, bytearray), name, t.value)
             return col.astype(object)
         raise _incompatible(name, t.value, kind)
     if t == DataType.datetime:
-        if pd.api.types.is_datetime64_any_dtype(kind):
-            return col
-        if _is_object(kind) or pd.api.types.is_string_dtype(kind):
-            try:
-                return pd.to_datetime(col)
-            except (ValueError, TypeError) as e:
-                raise _incompatible(name, "datetime", "values that are not dates", str(e)) from None
-        raise _incompatible(name, "datetime", kind)
+        return _convert_datetime(col, name)
     if t == DataType.boolean:
         if pd.api.types.is_bool_dtype(kind):
             # A nullable ``boolean`` column with missing values stays nullable (NA has no bool value).
@@ -158,6 +152,52 @@ def _convert_column(col: Any, spec: ColSpec, name: str) -> Any:
             return col
         raise _incompatible(name, "boolean", kind)
     return _convert_numeric(col, t, name)
+
+
+def _convert_text(col: Any, name: str) -> Any:
+    """A ``string`` column as objects: strings and nulls kept, integers as their decimal text, anything
+    else refused, by the table's ``string`` column (:func:`modelfmt.casting.as_text`)."""
+    import pandas as pd
+
+    kind = col.dtype
+    if pd.api.types.is_string_dtype(kind) and not _is_object(kind):  # pandas' str dtype: strings already
+        out = col.astype(object)
+        return out.where(col.notna(), None) if col.hasnans else out  # a missing string is None, as from JSON
+    if _is_object(kind) or getattr(kind, "kind", "") in "iufb":
+        values = col.to_numpy(dtype=object, na_value=None) if hasattr(kind, "numpy_dtype") else col.to_numpy()
+        # dtype=object: pandas 3 would make a column of strings its str dtype again.
+        return pd.Series(as_text(values, f"column {name!r}"), index=col.index, name=col.name, dtype=object)
+    raise _incompatible(name, "string", kind)
+
+
+def _convert_datetime(col: Any, name: str) -> Any:
+    """A ``datetime`` column as ``datetime64[ns]`` (the unit MLflow hands models), from datetimes of any
+    unit or from strings: ISO 8601 of mixed precision in one column (what ``isoformat()`` writes), else
+    one format pandas infers for the whole column."""
+    import pandas as pd
+
+    kind = col.dtype
+    if pd.api.types.is_datetime64_any_dtype(kind):
+        return _as_ns(col, name)
+    if _is_object(kind) or pd.api.types.is_string_dtype(kind):
+        try:
+            parsed = pd.to_datetime(col, format="ISO8601")
+        except (ValueError, TypeError):
+            try:
+                parsed = pd.to_datetime(col)
+            except (ValueError, TypeError) as e:
+                raise _incompatible(name, "datetime", "values that are not dates", str(e)) from None
+        return _as_ns(parsed, name)
+    raise _incompatible(name, "datetime", kind)
+
+
+def _as_ns(col: Any, name: str) -> Any:
+    import pandas as pd
+
+    try:
+        return col.dt.as_unit("ns")
+    except (pd.errors.OutOfBoundsDatetime, OverflowError, ValueError) as e:
+        raise _incompatible(name, "datetime", "dates outside the nanosecond range (1677-2262)", str(e)) from None
 
 
 def _is_object(kind: Any) -> bool:
@@ -230,7 +270,10 @@ def _enforce_tensors(data: Any, schema: Schema) -> Any:
             data = data.to_numpy()
         return _enforce_tensor(data, spec, spec.name)
     if isinstance(data, pd.DataFrame):
-        data = {c: data[c].tolist() for c in data.columns}
+        # A column of scalars feeds a (-1, 1) tensor one value per row, as MLflow reshapes it.
+        flat = {s.name for s in specs if tuple(s.shape) == (-1, 1)}
+        data = {c: [[v] for v in data[c].tolist()] if c in flat and data[c].dtype != object else data[c].tolist()
+                for c in data.columns}
     if not isinstance(data, dict):
         raise SchemaError(f"model expects named tensors {schema.input_names()}, got {type(data).__name__}")
     missing = [s.name for s in specs if s.name not in data]
@@ -308,9 +351,7 @@ def _convert_scalar(spec: ParamSpec, value: Any) -> Any:
     if isinstance(value, (bool, np.bool_)) and t != DataType.string:
         raise bad
     if t in (DataType.integer, DataType.long):
-        if isinstance(value, (int, np.integer)):
-            return int(value)
-        if isinstance(value, float) and value.is_integer():
+        if isinstance(value, (int, np.integer)):  # never a float, 2.0 included: as MLflow (and the casting table)
             return int(value)
         raise bad
     if t in (DataType.float, DataType.double):

@@ -82,9 +82,12 @@ class UnsafeModelError(ModelFormatError):
 
 
 class SchemaError(ModelfmtError):
-    """Input does not fit the model's signature: missing columns, lossy types, wrong tensor shapes."""
+    """Input does not fit the model's signature: missing columns, lossy types, wrong tensor shapes.
 
-    error_code = BAD_REQUEST
+    ``INVALID_PARAMETER_VALUE``, the code MLflow's server answers when input fails its signature.
+    """
+
+    error_code = INVALID_PARAMETER_VALUE
 
 
 class ParamsError(SchemaError):
@@ -94,7 +97,8 @@ class ParamsError(SchemaError):
 
 
 class PayloadError(ModelfmtError):
-    """A request body or input file that cannot be parsed into model input."""
+    """A request body or input file that cannot be parsed into model input (``BAD_REQUEST``, as MLflow
+    answers bad JSON or CSV and a body without exactly one format key)."""
 
     error_code = BAD_REQUEST
 

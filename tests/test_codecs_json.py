@@ -168,11 +168,23 @@ def test_split_with_duplicate_column_names_is_refused(data):
         decode({"dataframe_split": {"columns": ["a", "b", "a"], "data": data}}, DOUBLES)
 
 
-def test_inputs_as_columns_and_as_rows():
+def test_inputs_as_columns_and_rows_without_names_refused():
     data, _ = decode({"inputs": {"a": [1, 2], "b": [3.5, 4]}}, DOUBLES)
     assert data["a"].dtype == np.float64
-    df, _ = decode({"inputs": [[1, 2], [3, 4]]}, DOUBLES)
-    assert df.columns.tolist() == ["a", "b"] and df.dtypes.tolist() == [np.float64, np.float64]
+    # Rows without names would be matched to columns by position: a client whose column order differs
+    # would get wrong numbers, silently (MLflow refuses them too).
+    for key in ("inputs", "instances"):
+        with pytest.raises(SchemaError, match=r"rows without column names .* \['a', 'b'\]: send .*dataframe_split.*"
+                                              r"\"inputs\" as an object of columns \(\{\"a\": \[\.\.\.\]") as e:
+            decode({key: [[1, 2], [3, 4]]}, DOUBLES)
+        assert e.value.error_code == "INVALID_PARAMETER_VALUE"
+
+
+def test_rows_for_an_unnamed_column_schema_go_by_position():
+    schema = Schema([ColSpec("double"), ColSpec("long")])
+    data, _ = decode({"inputs": [[1.5, 2], [3.5, 4]]}, schema)
+    out = enforce_schema(data, schema)
+    assert out.iloc[:, 0].tolist() == [1.5, 3.5] and out.iloc[:, 1].tolist() == [2, 4]
 
 
 def test_inputs_single_column_list():
@@ -262,7 +274,7 @@ def test_unsupported_content_types(content_type, match):
 
 
 def test_accepted_content_types():
-    assert supported_content_types() == ["application/json", "text/csv"]
+    assert supported_content_types() == ["application/json", "application/vnd.apache.parquet", "text/csv"]
     for ct in (None, "application/json", "Application/JSON; charset=UTF-8", 'application/json; charset="utf-8"'):
         data, _ = decode_request(b'{"inputs": [1, 2]}', ct, None)
         assert data.tolist() == [1, 2]

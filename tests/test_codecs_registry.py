@@ -34,11 +34,12 @@ def proto():
 
 
 # -- registration and lookup --------------------------------------------------------------------
-def test_mlflow_registers_json_and_csv_decoders_and_the_json_encoder():
-    assert supported_content_types(MLFLOW) == ["application/json", "text/csv"]
+def test_mlflow_registers_json_csv_and_parquet_decoders_and_the_json_encoder():
+    assert supported_content_types(MLFLOW) == ["application/json", "application/vnd.apache.parquet", "text/csv"]
     assert answer_types(MLFLOW) == ["application/json"]
     assert decoder_for(MLFLOW, "application/json") is codecs.json.decode
     assert decoder_for(MLFLOW, "text/csv") is codecs.csv.decode
+    assert decoder_for(MLFLOW, "application/vnd.apache.parquet") is codecs.parquet.decode
     assert answer_for(MLFLOW, None) == ("application/json", codecs.json.encode)
 
 
@@ -52,7 +53,7 @@ def test_decoders_are_keyed_by_protocol_and_media_type(proto):
     # Another protocol's media types are not this one's, and the other way round.
     with pytest.raises(UnsupportedMediaTypeError, match="application/x-lines"):
         decode_request(b"{}", "application/json", None, proto)
-    with pytest.raises(UnsupportedMediaTypeError, match="application/json, text/csv"):
+    with pytest.raises(UnsupportedMediaTypeError, match="application/json, application/vnd.apache.parquet, text/csv"):
         decode_request(b"a", "application/x-lines", None, MLFLOW)
 
 

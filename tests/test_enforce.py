@@ -84,7 +84,7 @@ def test_lossy_conversion_refused_with_column_and_types():
     with pytest.raises(SchemaError, match="'a'.*double"):
         enforce_schema(pd.DataFrame({"a": ["x"], "b": [1]}), SCHEMA)
     with pytest.raises(SchemaError, match="'c'.*string"):
-        enforce_schema(pd.DataFrame({"a": [1.0], "b": [1], "c": [3]}), SCHEMA)
+        enforce_schema(pd.DataFrame({"a": [1.0], "b": [1], "c": [3.5]}), SCHEMA)
 
 
 def test_records_and_dicts_become_frames():

@@ -182,12 +182,16 @@ def _numeric_frame(rows: list, columns: list, index: Any, plan: Plan) -> Any:
 
 def conform_frame(df: Any, plan: Plan) -> Any:
     """``df`` with numeric columns in their declared widths and binary columns decoded (in place)."""
+    import numpy as np
+
     if plan.kind != "columns":
         return df
     for i, col in enumerate(df.columns):
         key = col if plan.names else i
         dtype = plan.dtypes.get(key)
         series = df[col]
+        if not isinstance(series.dtype, np.dtype) and key not in plan.binary:
+            continue  # pandas' nullable and string dtypes: enforcement reads them, <NA> included
         if dtype is not None and series.dtype.kind in "iuf" and series.dtype != dtype:
             new = conform_array(series.to_numpy(), dtype)
             if new.dtype != series.dtype:

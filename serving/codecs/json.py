@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from modelfmt.errors import PayloadError
-from modelfmt.jsonenc import dumps
+from modelfmt.errors import PayloadError, SchemaError
+from modelfmt.jsonenc import dumps, loads
 from modelfmt.serving.codecs._registry import JSON, MLFLOW, register_decoder, register_encoder
 from modelfmt.serving.codecs._tables import (
     Plan,
@@ -39,10 +39,7 @@ if TYPE_CHECKING:
 @register_decoder(MLFLOW, JSON)
 def decode(body: bytes, schema: Schema | None = None) -> tuple[Any, dict | None]:
     """Parse a JSON scoring body into ``(model input, params)``."""
-    try:
-        doc = orjson.loads(body)
-    except orjson.JSONDecodeError as e:
-        raise PayloadError(f"the body is not valid JSON: {e}") from None
+    doc = _loads(body)
     if not isinstance(doc, dict):
         raise PayloadError(
             f"the body must be a JSON object with exactly one of {', '.join(FORMAT_KEYS)}; got a {_json_kind(doc)}"
@@ -78,6 +75,20 @@ def encode(predictions: Any) -> bytes:
     a dict of arrays a dict of lists; NaN becomes ``null``.
     """
     return dumps({"predictions": predictions})
+
+
+def _loads(body: bytes) -> Any:
+    """The parsed body: orjson first (fast, strict); only a body it refuses is read again by
+    :func:`modelfmt.jsonenc.loads`, which also takes the ``NaN``/``Infinity``/``-Infinity`` literals
+    that Python's json writes (MLflow's server reads them too)."""
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as e:
+        error = e
+    try:
+        return loads(body)
+    except (ValueError, RecursionError):
+        raise PayloadError(f"the body is not valid JSON: {error}") from None
 
 
 def _json_kind(value: Any) -> str:
@@ -147,9 +158,8 @@ def _inputs(value: Any, plan: Plan, body: bytes) -> Any:
             return {k: _column(v, k, plan) for k, v in value.items()}
         if isinstance(value, list) and value and all(isinstance(r, dict) for r in value):
             return _frame_from_records(value, plan, body)
-        if isinstance(value, list) and value and all(isinstance(r, list) for r in value) and plan.names:
-            if all(len(r) == len(plan.names) for r in value) and len(plan.names) > 1:
-                return frame_from_rows(value, list(plan.names), None, plan, not _no_bools(body))
+        if isinstance(value, list) and value and isinstance(value[0], list) and len(plan.names) > 1:
+            raise _rows_without_names(plan)
         if isinstance(value, list) and len(plan.names) == 1:
             return {plan.names[0]: _column(value, plan.names[0], plan)}
         return value
@@ -157,6 +167,18 @@ def _inputs(value: Any, plan: Plan, body: bytes) -> Any:
     if isinstance(value, dict):
         return {k: _loose_array(v) for k, v in value.items()}
     return _loose_array(value)
+
+
+def _rows_without_names(plan: Plan) -> SchemaError:
+    # Mapping values to columns by position would score wrong numbers, silently, for a client whose
+    # column order differs from the signature's; MLflow refuses these rows too.
+    names = plan.names
+    shown = ", ".join(repr(n) for n in names[:6]) + (", ..." if len(names) > 6 else "")
+    return SchemaError(
+        f"rows without column names cannot be matched to the model's columns [{shown}]: send "
+        '{"dataframe_split": {"columns": [...], "data": [rows]}}, or "inputs" as an object of columns '
+        f'({{"{names[0]}": [...], ...}})'
+    )
 
 
 def _loose_array(value: Any) -> Any:
