@@ -148,7 +148,7 @@ def test_tensor_model(servers):
     assert len(worker_pids(url.pid)) == 1  # MODELFMT_WORKERS=1 reached the server through env=
     assert predictions(post(url, {"inputs": [[0.1, 0.2, 0.3], [1, 2, 3]]})) == pytest.approx([0.6, 6.0], rel=1e-6)
     assert predictions(post(url, {"instances": [[1, 1, 1]]})) == [3.0]
-    msg = error(post(url, {"inputs": [[1, 2]]}), 400, "BAD_REQUEST")
+    msg = error(post(url, {"inputs": [[1, 2]]}), 400, "INVALID_PARAMETER_VALUE")
     assert "shape" in msg
 
 
@@ -214,9 +214,9 @@ def test_missing_and_wrongly_typed_columns_are_named(sk, rows):
     assert "'age'" in msg
     records = X.head(2).to_dict(orient="records")
     records[1]["bmi"] = "fat"
-    assert "'bmi'" in error(post(sk, {"dataframe_records": records}), 400, "BAD_REQUEST")
+    assert "'bmi'" in error(post(sk, {"dataframe_records": records}), 400, "INVALID_PARAMETER_VALUE")
     csv = X.head(2).to_csv(index=False).replace(str(X.iloc[0]["s3"]), "oops", 1)
-    assert "'s3'" in error(post(sk, csv, "text/csv"), 400, "BAD_REQUEST")
+    assert "'s3'" in error(post(sk, csv, "text/csv"), 400, "INVALID_PARAMETER_VALUE")
 
 
 def test_params_that_do_not_fit_get_400(chaos):
