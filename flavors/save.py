@@ -45,7 +45,7 @@ from typing import Any
 
 from modelfmt.environment import resolve_requirements, write_environment
 from modelfmt.errors import ModelFormatError
-from modelfmt.example import save_input_example
+from modelfmt.example import save_input_example, split_input_example
 from modelfmt.infer import infer_signature
 from modelfmt.io import atomic_model_dir, dir_size
 from modelfmt.model import PYFUNC_FLAVOR, Model
@@ -104,8 +104,9 @@ def finish_model(
     for block in model.flavors.values():
         block["code"] = code
     if input_example is not None:
-        if signature is None:
-            signature = infer_signature(input_example, _example_output(predict, input_example))
+        if signature is None:  # an (input, params) example: the params schema comes from its params
+            data, params = split_input_example(input_example)
+            signature = infer_signature(data, _example_output(predict, data), params=params)
         model.saved_input_example_info = save_input_example(path, input_example)
     model.signature = signature
     model.metadata = metadata

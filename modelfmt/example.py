@@ -1,4 +1,10 @@
-"""Input examples: ``input_example.json`` and ``serving_input_example.json`` as MLflow writes them."""
+"""Input examples: ``input_example.json`` and ``serving_input_example.json`` as MLflow writes them.
+
+An example may carry inference params, as MLflow 3 takes them: ``(input, {"k": 1})``. MLflow stores
+that as ``{"inputs": <the input as stored alone>, "params": {...}}`` in ``input_example.json``, the
+params beside the input key in ``serving_input_example.json``, and ``params: 'true'`` (a string) in
+``saved_input_example_info``; modelfmt writes and reads the same layout.
+"""
 
 from __future__ import annotations
 
@@ -23,8 +29,30 @@ def frame_to_split(df: Any) -> dict:
     return {"columns": [str(c) for c in df.columns], "data": rows}
 
 
+def split_input_example(example: Any) -> tuple[Any, dict | None]:
+    """``(input, params)`` of an input example: a 2-tuple whose second item is a dict is an input with
+    its params, as in MLflow (``(df, {"k": 1})``); anything else is an input without params."""
+    if isinstance(example, tuple) and len(example) == 2 and isinstance(example[1], dict):
+        data, params = example
+        bad = [k for k in params if not isinstance(k, str)]
+        if bad:
+            raise ModelFormatError(f"the params of an input example are named by strings, got {bad[0]!r}")
+        return data, params
+    return example, None
+
+
 def example_payloads(example: Any) -> tuple[dict, Any, dict]:
-    """``(info, input_example.json content, serving_input_example.json content)`` for an example."""
+    """``(info, input_example.json content, serving_input_example.json content)`` for an example
+    (an input, or an ``(input, params)`` tuple)."""
+    data, params = split_input_example(example)
+    info, stored, serving = _input_payloads(data)
+    if params is None:
+        return info, stored, serving
+    # MLflow writes the flag as the string 'true', and reads any value but a missing one as "has params".
+    return {**info, "params": "true"}, {"inputs": stored, "params": params}, {**serving, "params": params}
+
+
+def _input_payloads(example: Any) -> tuple[dict, Any, dict]:
     import numpy as np
     import pandas as pd
 
@@ -80,12 +108,33 @@ def load_input_example(path: str, model: Model | None = None) -> Any:
             data = loads(f.read())
     except (OSError, ValueError) as e:
         raise ModelFormatError(f"cannot read the input example {fp!r}: {e}") from e
-    if info.get("params") and isinstance(data, dict) and "inputs" in data:
-        data = data["inputs"]  # MLflow stores an example given with params as {"inputs": ..., "params": ...}
+    if info.get("params") is not None and isinstance(data, dict) and "inputs" in data:
+        data = data["inputs"]  # an example given with params: {"inputs": ..., "params": ...}
     try:
         return _example_from_json(data, info, _tensor_dtypes(model))
     except (KeyError, TypeError, ValueError) as e:
         raise ModelFormatError(f"the input example {fp!r} does not match its {info.get('type')!r} type: {e}") from e
+
+
+def load_input_example_params(path: str, model: Model | None = None) -> dict | None:
+    """The params saved with the model's input example (``(input, params)``), or ``None`` when it has none.
+
+    Reads what MLflow 3 writes for ``input_example=(df, {"k": 1})`` and what :func:`save_input_example`
+    writes for the same tuple.
+    """
+    info = _example_info(path, model)
+    if info.get("params") is None:
+        return None
+    fp = os.path.join(path, info.get("artifact_path", INPUT_EXAMPLE_FILE))
+    try:
+        with open(fp, "rb") as f:
+            doc = loads(f.read())
+    except (OSError, ValueError) as e:
+        raise ModelFormatError(f"cannot read the input example {fp!r}: {e}") from e
+    params = doc.get("params") if isinstance(doc, dict) else None
+    if not isinstance(params, dict):
+        raise ModelFormatError(f"the input example {fp!r} is marked as having params but holds no 'params' object")
+    return params
 
 
 def _tensor_dtypes(model: Model) -> dict:

@@ -12,7 +12,7 @@ import click
 from modelfmt.errors import PayloadError
 
 FORMATS = ("json", "csv", "parquet")
-_CONTENT_TYPES = {"json": "application/json", "csv": "text/csv"}
+_CONTENT_TYPES = {"json": "application/json", "csv": "text/csv", "parquet": "application/vnd.apache.parquet"}
 
 
 def format_for(path: str, given: str | None) -> str:
@@ -30,15 +30,8 @@ def format_for(path: str, given: str | None) -> str:
 
 
 def read_input(body: bytes, fmt: str, schema: Any) -> tuple[Any, dict | None]:
-    """Model input and params from file bytes (JSON and CSV through the server's codecs)."""
-    if fmt == "parquet":
-        import pandas as pd
-        import pyarrow
-
-        try:
-            return pd.read_parquet(io.BytesIO(body)), None
-        except (pyarrow.ArrowException, OSError, ValueError) as e:
-            raise PayloadError(f"cannot read the input as Parquet: {e}") from None
+    """Model input and params from file bytes, through the server's codecs (so a file means what the
+    same body posted to ``/invocations`` means)."""
     from modelfmt.serving.codecs import decode_request
 
     return decode_request(body, _CONTENT_TYPES[fmt], schema)
