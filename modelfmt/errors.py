@@ -127,6 +127,13 @@ class PredictionError(ModelfmtError):
     error_code = BAD_REQUEST
 
 
+class InternalPredictionError(PredictionError):
+    """The model failed, but not because of its input: a missing library, memory or the operating system
+    (``ImportError``, ``MemoryError``, ``OSError``), or a bug in modelfmt's own code around the model."""
+
+    error_code = INTERNAL_ERROR
+
+
 class ConversionError(ModelfmtError):
     """A model cannot be converted (unsupported estimator, or the converted model disagrees)."""
 
