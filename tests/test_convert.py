@@ -13,9 +13,9 @@ import pandas as pd
 import pytest
 
 import modelfmt
+from modelfmt.errors import ConversionError, SchemaError
 from modelfmt.flavors import sklearn as sk_flavor
 from modelfmt.flavors.onnx.convert import convert_sklearn_to_onnx
-from modelfmt.errors import ConversionError, SchemaError
 from modelfmt.model import Model
 
 pytest.importorskip("skl2onnx")
@@ -52,11 +52,19 @@ def sk_models(tmp_path_factory, sklearn_model_path, diabetes):
 @pytest.fixture(scope="module")
 def converted(sk_models, tmp_path_factory):
     base = tmp_path_factory.mktemp("onnx_out")
-    return {name: (convert_sklearn_to_onnx(path, str(base / name)), str(base / name)) for name, path in sk_models.items()}
+    return {
+        name: (convert_sklearn_to_onnx(path, str(base / name)), str(base / name)) for name, path in sk_models.items()
+    }
 
 
 def _sklearn_answer(path: str, X: pd.DataFrame):
     return modelfmt.load_model(path).predict(X)
+
+
+def _column(frame: pd.DataFrame) -> np.ndarray:
+    """The one output column of a converted model's DataFrame answer, as an array (rows of lists stacked)."""
+    assert isinstance(frame, pd.DataFrame) and len(frame.columns) == 1, frame
+    return np.asarray(frame.iloc[:, 0].tolist())
 
 
 @pytest.mark.parametrize("name, dtype", [("en", "double"), ("lr", "double"), ("rf", "float")])
@@ -64,8 +72,10 @@ def test_converted_model_answers_like_sklearn(name, dtype, sk_models, converted,
     meta, path = converted[name]
     X = diabetes[0].iloc[100:160]
     want = _sklearn_answer(sk_models[name], X)
-    got = modelfmt.load_model(path).predict(X)
-    assert isinstance(got, np.ndarray) and got.shape == np.shape(want)
+    frame = modelfmt.load_model(path).predict(X)  # a DataFrame: a column per graph output, as in MLflow
+    assert list(frame.columns) == ["probabilities" if name == "lr" else "variable"] and frame.index.equals(X.index)
+    got = _column(frame)  # [N, 2] probabilities: one list per row
+    assert got.shape == np.shape(want)
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
     check = meta.metadata["onnx_conversion"]
     assert check["passed"] and check["rows"] == 3 and check["data"] == "input_example" and check["input_dtype"] == dtype
@@ -109,7 +119,7 @@ def test_string_columns_become_one_input_per_column(tmp_path):
     convert_sklearn_to_onnx(str(tmp_path / "sk"), str(tmp_path / "onnx"), data=df)
     pm = modelfmt.load_model(str(tmp_path / "onnx"))
     assert [i.name for i in pm.get_raw_model().get_inputs()] == ["color", "size"]
-    np.testing.assert_array_equal(pm.predict(df.head(30)), pipe.predict(df.head(30)))
+    np.testing.assert_array_equal(_column(pm.predict(df.head(30))), pipe.predict(df.head(30)))
 
 
 def test_tree_classifier_with_string_labels(tmp_path):
@@ -123,7 +133,7 @@ def test_tree_classifier_with_string_labels(tmp_path):
     meta = convert_sklearn_to_onnx(str(tmp_path / "sk"), str(tmp_path / "onnx"), data=X)
     assert meta.metadata["onnx_conversion"]["input_dtype"] == "float"  # sklearn's trees compare float32
     got = modelfmt.load_model(str(tmp_path / "onnx")).predict(X)
-    assert list(got) == list(clf.predict(X))
+    assert list(got.columns) == ["label"] and list(got["label"]) == list(clf.predict(X))
     assert meta.get_output_schema().to_dict() == [{"type": "string", "required": True}]
 
 
@@ -142,7 +152,8 @@ def test_unsupported_estimators_are_named(tmp_path, diabetes):
     from sklearn.preprocessing import StandardScaler
 
     X, y = diabetes
-    sk_flavor.save_model(make_pipeline(StandardScaler(), KernelRidge()).fit(X, y), str(tmp_path / "kr"), input_example=X.head(2))
+    kr = make_pipeline(StandardScaler(), KernelRidge()).fit(X, y)
+    sk_flavor.save_model(kr, str(tmp_path / "kr"), input_example=X.head(2))
     with pytest.raises(ConversionError, match="no converter for KernelRidge"):
         convert_sklearn_to_onnx(str(tmp_path / "kr"), str(tmp_path / "out"))
     res = run("convert", str(tmp_path / "kr"), "--to", "onnx", "-o", str(tmp_path / "out"))
@@ -171,7 +182,8 @@ def test_cli_convert_with_data_file_then_predict(sk_models, tmp_path, diabetes):
     X = diabetes[0].iloc[:40]
     X.to_csv(tmp_path / "check.csv", index=False)
     out = str(tmp_path / "rf_onnx")
-    res = run("convert", sk_models["rf"], "--to", "onnx", "-o", out, "--data", str(tmp_path / "check.csv"), "--rtol", "1e-4")
+    check_csv = str(tmp_path / "check.csv")
+    res = run("convert", sk_models["rf"], "--to", "onnx", "-o", out, "--data", check_csv, "--rtol", "1e-4")
     assert res.returncode == 0, res.stderr.decode()
     assert b"checked on 40 rows" in res.stdout and b"max abs diff" in res.stdout
     check = Model.load(out).metadata["onnx_conversion"]
@@ -180,7 +192,9 @@ def test_cli_convert_with_data_file_then_predict(sk_models, tmp_path, diabetes):
     res = run("predict", out, "-i", "-", stdin=body)
     assert res.returncode == 0, res.stderr.decode()
     want = _sklearn_answer(sk_models["rf"], X.head(5))
-    np.testing.assert_allclose(json.loads(res.stdout)["predictions"], want, rtol=1e-5)
+    got = json.loads(res.stdout)["predictions"]  # records of the output columns, as MLflow's server answers
+    assert [list(r) for r in got] == [["variable"]] * 5
+    np.testing.assert_allclose([r["variable"] for r in got], want, rtol=1e-5)
 
 
 @pytest.mark.parametrize(
@@ -212,8 +226,12 @@ def test_converted_model_over_http(converted, sk_models, diabetes):
     with server.serving(converted["lr"][1]) as url:
         r = requests.post(f"{url}/invocations", json=body, timeout=60)
         assert r.status_code == 200, r.text
-        np.testing.assert_allclose(r.json()["predictions"], _sklearn_answer(sk_models["lr"], X), rtol=1e-6)
-        bad = requests.post(f"{url}/invocations", json={"dataframe_split": X.drop(columns=["bmi"]).to_dict(orient="split")}, timeout=60)
+        rows = r.json()["predictions"]  # one record per row; [N, 2] probabilities as a list per row
+        assert len(rows) == len(X) and all(list(row) == ["probabilities"] for row in rows)
+        want = _sklearn_answer(sk_models["lr"], X)
+        np.testing.assert_allclose([row["probabilities"] for row in rows], want, rtol=1e-6)
+        dropped = {"dataframe_split": X.drop(columns=["bmi"]).to_dict(orient="split")}
+        bad = requests.post(f"{url}/invocations", json=dropped, timeout=60)
         assert bad.status_code == 400 and "bmi" in bad.json()["message"]
 
 
@@ -259,4 +277,5 @@ def test_converts_an_sklearn_model_saved_by_mlflow(mlflow_run, tmp_path):
     out, theirs, X = mlflow_run
     meta = convert_sklearn_to_onnx(theirs, str(tmp_path / "onnx"))
     assert meta.metadata["onnx_conversion"]["passed"]
-    np.testing.assert_allclose(modelfmt.load_model(str(tmp_path / "onnx")).predict(X), out["mlflow_sklearn"], rtol=1e-6)
+    got = _column(modelfmt.load_model(str(tmp_path / "onnx")).predict(X))
+    np.testing.assert_allclose(got, out["mlflow_sklearn"], rtol=1e-6)

@@ -350,7 +350,7 @@ def _score_onnx(wrapper: Any, data: Any) -> Any:
     import numpy as np
 
     try:
-        return np.asarray(wrapper.predict(data))
+        return np.asarray(wrapper.run_outputs(data)[0])  # the one output _select_output kept, unshaped
     except Exception as e:  # noqa: BLE001 - onnxruntime's errors have no useful common base
         raise ConversionError(
             f"the converted model fails on the check data: {type(e).__name__}: {_first_line(e)}"

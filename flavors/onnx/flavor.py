@@ -12,7 +12,7 @@ from typing import Any
 
 from modelfmt.casting import cast_array
 from modelfmt.environment import pinned
-from modelfmt.errors import FlavorError, ModelFormatError, SchemaError
+from modelfmt.errors import FlavorError, ModelFormatError, PredictionError, SchemaError
 from modelfmt.flavors._common import finish_model, model_file
 from modelfmt.io import atomic_model_dir
 from modelfmt.model import Model
@@ -279,8 +279,10 @@ class _OnnxWrapper:
       input; with several, each input takes the column of its name (as ``(n, 1)`` for 2-d inputs).
     - ndarray or list: the single graph input. dict: arrays by input name.
     - Numbers take the graph's dtypes by the one casting policy (:mod:`modelfmt.casting`).
-    Output: one graph output as an array; several as a DataFrame when the input was a DataFrame and
-    every output is one value per row, else as a dict of arrays by output name.
+    Output, as MLflow's onnx pyfunc returns it: for a DataFrame, a DataFrame with one column per graph
+    output; for anything else, a dict of arrays by output name (one output too). Where MLflow flattens
+    an ``[N, k]`` output to ``N * k`` rows, the column keeps one row per input row holding the list
+    of its ``k`` values (see :func:`output_frame`).
     """
 
     def __init__(self, session: Any) -> None:
@@ -299,17 +301,21 @@ class _OnnxWrapper:
         self._frame = pd.DataFrame
 
     def predict(self, data: Any, params: dict | None = None) -> Any:
-        is_frame = isinstance(data, self._frame)
-        if is_frame:
+        """The graph's outputs for ``data``: a DataFrame for a DataFrame, else a dict by output name."""
+        out = self.run_outputs(data)
+        if isinstance(data, self._frame):
+            return output_frame(self._outputs, out, data.index)
+        return dict(zip(self._outputs, out, strict=True))
+
+    def run_outputs(self, data: Any) -> list:
+        """The graph's outputs for ``data`` in graph order, as onnxruntime returns them (unshaped)."""
+        if isinstance(data, self._frame):
             feeds = self._frame_feeds(data)
         elif isinstance(data, dict):
             feeds = self._dict_feeds(data)
         else:
             feeds = self._array_feeds(data)
-        out = self._run(self._outputs, feeds)
-        if len(out) == 1:
-            return out[0]
-        return self._several(out, data.index if is_frame else None)
+        return self._run(self._outputs, feeds)
 
     def _frame_feeds(self, df: Any) -> dict:
         if self._single is not None:
@@ -363,14 +369,38 @@ class _OnnxWrapper:
             return arr.astype(object)
         return arr  # anything else is left for onnxruntime to refuse with its own message
 
-    def _several(self, out: list, index: Any) -> Any:
-        if index is not None:
-            flat = [self._np.asarray(o) for o in out if not isinstance(o, list)]
-            if len(flat) == len(out) and all(
-                a.ndim == 1 or (a.ndim == 2 and a.shape[1] == 1) for a in flat
-            ) and all(len(a) == len(index) for a in flat):
-                return self._frame({n: a.reshape(-1) for n, a in zip(self._outputs, flat, strict=True)}, index=index)
-        return dict(zip(self._outputs, out, strict=True))
+
+
+def output_frame(names: list[str], outputs: list, index: Any) -> Any:
+    """The graph's outputs for a DataFrame of ``len(index)`` rows, as a DataFrame: a column per output.
+
+    MLflow's onnx pyfunc flattens every output to 1-d, so an ``[N, k]`` output (``predict_proba``)
+    becomes ``N * k`` rows there, and a 1-d label beside it fails to make a frame. Here an output with
+    one entry per input row keeps one row per input row: ``[N]`` and ``[N, 1]`` as values (as in
+    MLflow), ``[N, k, ...]`` as one (nested) list per row. Only outputs without one entry per row (a scalar,
+    a batch summary) are flattened as MLflow does; if those lengths disagree there is no table to make.
+    """
+    import numpy as np
+    import pandas as pd
+
+    n = len(index)
+    columns: dict = {}
+    per_row = True
+    for name, value in zip(names, outputs, strict=True):
+        arr = np.asarray(value) if not isinstance(value, np.ndarray) else value  # sequences, as MLflow reads them
+        if arr.ndim >= 1 and len(arr) == n:
+            # Rows as lists: what a JSON answer and a Spark array column take, with MLflow's float digits.
+            columns[name] = arr.reshape(n) if arr.size == n else arr.tolist()
+        else:
+            columns[name] = arr.reshape(-1)
+            per_row = False
+    lengths = {name: len(col) for name, col in columns.items()}
+    if len(set(lengths.values())) > 1:
+        raise PredictionError(
+            f"the ONNX outputs do not make a table for a DataFrame of {n} rows (values per output: {lengths}); "
+            "send the input as tensors ('inputs' or 'instances') to get each output as an array by name"
+        )
+    return pd.DataFrame(columns, index=index if per_row else None)
 
 
 def _np_dtype(ort_type: str) -> Any:
