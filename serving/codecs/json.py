@@ -72,9 +72,21 @@ def encode(predictions: Any) -> bytes:
     """``{"predictions": ...}`` as JSON bytes, shaped as MLflow shapes them.
 
     A DataFrame becomes a list of records, a Series a list of one-key records, an array nested lists,
-    a dict of arrays a dict of lists; NaN becomes ``null``.
+    a dict of arrays a dict of lists; NaN becomes ``null``. float16/float32 arrays are written as the
+    doubles they widen to, as MLflow writes them (``0.9815572500228882``, not ``0.98155725``).
     """
-    return dumps({"predictions": predictions})
+    return dumps({"predictions": _widened(predictions)})
+
+
+def _widened(value: Any) -> Any:
+    # orjson writes a float32 array with float32's shortest digits; MLflow (ndarray.tolist()) the double's.
+    import numpy as np
+
+    if isinstance(value, np.ndarray) and value.dtype.kind == "f" and value.dtype.itemsize < 8:
+        return value.astype(np.float64)
+    if isinstance(value, dict):
+        return {k: _widened(v) for k, v in value.items()}
+    return value
 
 
 def _loads(body: bytes) -> Any:
