@@ -18,21 +18,23 @@ import importlib.util
 import pickle
 import sys
 from collections.abc import Callable, Iterator
-from typing import IO, Any, NamedTuple
+from typing import IO, Any, NamedTuple, TypeVar
 
-from modelfmt.errors import ModelFormatError, PredictionError, UnsafeModelError
+from modelfmt.errors import INVALID_PARAMETER_VALUE, ModelFormatError, PredictionError, SchemaError, UnsafeModelError
+from modelfmt.flavors import _type_hints
 
 
 class MlflowException(PredictionError):
     """Stand-in for ``mlflow.exceptions.MlflowException`` raised by unpickled MLflow helpers."""
 
     def __init__(self, message: Any = "", error_code: Any = None, **kwargs: Any) -> None:
-        super().__init__(str(message))
+        # MLflow's codes are protobuf enum values; only our own string codes are kept.
+        super().__init__(str(message), error_code if isinstance(error_code, str) else None)
 
     @classmethod
     def invalid_parameter_value(cls, message: Any, **kwargs: Any) -> MlflowException:
-        """MLflow's shorthand constructor, used by its wrappers."""
-        return cls(message)
+        """MLflow's shorthand constructor, used by its wrappers: the input's fault (400)."""
+        return cls(message, INVALID_PARAMETER_VALUE)
 
 
 class FuncInfo(NamedTuple):
@@ -43,6 +45,10 @@ class FuncInfo(NamedTuple):
 
     input_type_hint: Any = None
     input_param_name: str = "model_input"
+
+
+#: Stand-in for ``mlflow.types.type_hints.TypeFromExample``: a hint meaning "the input example's type".
+TypeFromExample = TypeVar("TypeFromExample")
 
 
 class _TypeHints:
@@ -80,40 +86,22 @@ def predict_type_hints(python_model: Any) -> _TypeHints:
     return _TypeHints(hints.get(arg) if arg else None, hints.get("return"))
 
 
-def convert_to_hint(data: Any, hint: Any) -> Any:
-    """Turn the enforced input into what a ``predict`` type hint asks for (MLflow's rules, a subset).
-
-    A DataFrame becomes a list for ``list[...]`` hints: rows as records for ``list[dict]``, otherwise
-    the first column's values.
-    """
-    import typing
-
-    import numpy as np
-    import pandas as pd
-
-    origin = typing.get_origin(hint)
-    if hint is pd.DataFrame and not isinstance(data, pd.DataFrame):
-        return pd.DataFrame(data)
-    if origin is list or hint is list:
-        if isinstance(data, pd.DataFrame):
-            # As MLflow: list[dict] takes rows as records, any other list[...] the first column.
-            args = typing.get_args(hint)
-            element = (typing.get_origin(args[0]) or args[0]) if args else None
-            if element is dict and list(data.columns) != [0]:
-                return data.to_dict(orient="records")
-            return [v.tolist() if isinstance(v, np.ndarray) else v for v in data.iloc[:, 0].tolist()]
-        if isinstance(data, (pd.Series, np.ndarray)):
-            return data.tolist()
-    return data
-
-
 def _validate_model_input(args: tuple, kwargs: dict, index: int, type_hint: Any, param_name: str) -> tuple:
-    """Stand-in for MLflow's wrapper helper: converts the model input to the hinted type."""
+    """Stand-in for MLflow's wrapper helper: the model input converted to, and checked against, the
+    hint (:mod:`modelfmt.flavors._type_hints`); a mismatch is MLflow's ``MlflowException`` (400)."""
     if param_name in kwargs:
-        kwargs[param_name] = convert_to_hint(kwargs[param_name], type_hint)
+        kwargs[param_name] = check_input(kwargs[param_name], type_hint)
     elif len(args) > index:
-        args = args[:index] + (convert_to_hint(args[index], type_hint),) + args[index + 1 :]
+        args = args[:index] + (check_input(args[index], type_hint),) + args[index + 1 :]
     return args, kwargs
+
+
+def check_input(data: Any, hint: Any) -> Any:
+    """``data`` converted to the ``predict`` hint and validated against it, as MLflow's wrapper does."""
+    try:
+        return _type_hints.validate_data_against_type_hint(_type_hints.convert_data_to_type_hint(data, hint), hint)
+    except SchemaError as e:
+        raise MlflowException.invalid_parameter_value(e.message) from None
 
 
 @functools.cache
@@ -131,6 +119,9 @@ def function_python_model(base: type) -> type:
 
         def predict(self, model_input: Any, params: dict | None = None) -> Any:
             return self.func(model_input)
+
+        # As MLflow's: the wrapped function checks its own hint (MLflow wrapped it at save).
+        predict._is_pyfunc = True  # type: ignore[attr-defined]
 
     return _FunctionPythonModel
 
@@ -153,6 +144,7 @@ def _helper_stand_ins() -> dict[tuple[str, str], Any]:
         ("mlflow.pyfunc.utils.data_validation", "FuncInfo"): FuncInfo,
         ("mlflow.pyfunc.utils.data_validation", "_validate_model_input"): _validate_model_input,
         ("mlflow.models.signature", "_TypeHints"): _TypeHints,
+        ("mlflow.types.type_hints", "TypeFromExample"): TypeFromExample,
         ("mlflow.exceptions", "MlflowException"): MlflowException,
     }
 

@@ -19,8 +19,8 @@ _log = logging.getLogger(__name__)
 
 def enforce_schema(data: Any, schema: Schema | None) -> Any:
     """Return ``data`` checked against and conformed to ``schema`` (unchanged when there is none)."""
-    if schema is None or not schema.inputs:
-        return data
+    if schema is None or not schema.inputs or schema.from_type_hint:
+        return data  # a schema from type hints: the model's hint validates the input (as in MLflow)
     if schema.is_tensor_spec():
         return _enforce_tensors(data, schema)
     return _enforce_columns(data, schema)

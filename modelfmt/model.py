@@ -125,6 +125,8 @@ class Model:
         d = dict(d)
         sig = d.pop("signature", None)
         signature = ModelSignature.from_dict(sig) if sig else None
+        if signature is not None and signature.inputs is not None and d.get("is_signature_from_type_hint") is True:
+            signature.inputs.from_type_hint = True  # the key itself stays in ``extra``, written back as read
         known = {k: d.pop(k) for k in list(d) if k in _KNOWN_KEYS}
         return cls(signature=signature, **known, **d)
 

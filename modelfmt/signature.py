@@ -102,7 +102,12 @@ Spec = ColSpec | TensorSpec
 
 
 class Schema:
-    """An ordered list of specs, all columns or all tensors."""
+    """An ordered list of specs, all columns or all tensors.
+
+    ``from_type_hint`` is true when MLflow inferred the specs from ``predict``'s type hints
+    (``is_signature_from_type_hint`` in ``MLmodel``): the model checks its input against the hint
+    itself, so enforcement and the codecs hand that input over as sent, as MLflow does.
+    """
 
     def __init__(self, inputs: list[Spec]) -> None:
         inputs = list(inputs)
@@ -112,6 +117,7 @@ class Schema:
         if any(names) and not all(names):
             raise ModelFormatError("a schema's specs are either all named or all unnamed")
         self.inputs = inputs
+        self.from_type_hint = False
 
     def is_tensor_spec(self) -> bool:
         return bool(self.inputs) and isinstance(self.inputs[0], TensorSpec)

@@ -1,9 +1,12 @@
-"""Column data types of a signature, with MLflow's JSON names: primitives, arrays, objects and maps."""
+"""Column data types of a signature, with MLflow's JSON names: primitives, arrays, objects and maps.
+
+Equal types hash equally, so any type can be a set member or a dict key (the codecs look types up in sets).
+"""
 
 from __future__ import annotations
 
 import enum
-from typing import Any, Union
+from typing import Any
 
 from modelfmt.errors import ModelFormatError
 
@@ -48,7 +51,7 @@ _NUMPY_NAMES = {
 class Array:
     """A list whose items all have one type: ``{"type": "array", "items": ...}``."""
 
-    def __init__(self, dtype: "ColType") -> None:
+    def __init__(self, dtype: ColType) -> None:
         self.dtype = dtype
 
     def to_dict(self) -> dict:
@@ -57,6 +60,9 @@ class Array:
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Array) and other.dtype == self.dtype
 
+    def __hash__(self) -> int:
+        return hash(("array", self.dtype))
+
     def __repr__(self) -> str:
         return f"Array({self.dtype!r})"
 
@@ -64,7 +70,7 @@ class Array:
 class Property:
     """One named field of an :class:`Object`."""
 
-    def __init__(self, name: str, dtype: "ColType", required: bool = True) -> None:
+    def __init__(self, name: str, dtype: ColType, required: bool = True) -> None:
         self.name, self.dtype, self.required = name, dtype, required
 
     def to_dict(self) -> dict:
@@ -76,6 +82,9 @@ class Property:
             self.dtype,
             self.required,
         )
+
+    def __hash__(self) -> int:
+        return hash((self.name, self.dtype, self.required))
 
     def __repr__(self) -> str:
         return f"Property({self.name!r}, {self.dtype!r}, required={self.required})"
@@ -96,6 +105,9 @@ class Object:
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Object) and other.properties == self.properties
 
+    def __hash__(self) -> int:
+        return hash(("object", tuple(self.properties)))
+
     def __repr__(self) -> str:
         return f"Object({self.properties!r})"
 
@@ -103,7 +115,7 @@ class Object:
 class Map:
     """A dict from strings to values of one type: ``{"type": "map", "values": ...}``."""
 
-    def __init__(self, value_type: "ColType") -> None:
+    def __init__(self, value_type: ColType) -> None:
         self.value_type = value_type
 
     def to_dict(self) -> dict:
@@ -111,6 +123,9 @@ class Map:
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Map) and other.value_type == self.value_type
+
+    def __hash__(self) -> int:
+        return hash(("map", self.value_type))
 
     def __repr__(self) -> str:
         return f"Map({self.value_type!r})"
@@ -125,6 +140,9 @@ class SparkMLVector:
     def __eq__(self, other: object) -> bool:
         return isinstance(other, SparkMLVector)
 
+    def __hash__(self) -> int:
+        return hash("sparkml_vector")
+
     def __repr__(self) -> str:
         return "SparkMLVector()"
 
@@ -138,11 +156,14 @@ class AnyType:
     def __eq__(self, other: object) -> bool:
         return isinstance(other, AnyType)
 
+    def __hash__(self) -> int:
+        return hash("any")
+
     def __repr__(self) -> str:
         return "AnyType()"
 
 
-ColType = Union[DataType, Array, Object, Map, SparkMLVector, AnyType]
+ColType = DataType | Array | Object | Map | SparkMLVector | AnyType
 
 
 def type_to_dict(dtype: ColType) -> dict:

@@ -53,8 +53,10 @@ def decode(body: bytes, schema: Schema | None = None) -> tuple[Any, dict | None]
     params = doc.get(PARAMS)
     if params is not None and not isinstance(params, dict):
         raise PayloadError(f"'params' must be a JSON object, got a {_json_kind(params)}", "INVALID_PARAMETER_VALUE")
-    plan = plan_for(schema)
     key = keys[0]
+    if schema is not None and schema.from_type_hint:
+        return _type_hinted_inputs(doc, key), params
+    plan = plan_for(schema)
     value = doc[key]
     if key == DF_SPLIT:
         data = _split(value, plan, body)
@@ -179,6 +181,18 @@ def _inputs(value: Any, plan: Plan, body: bytes) -> Any:
     if isinstance(value, dict):
         return {k: _loose_array(v) for k, v in value.items()}
     return _loose_array(value)
+
+
+def _type_hinted_inputs(doc: dict, key: str) -> Any:
+    # As MLflow's server: a model whose signature comes from its type hints takes "inputs" as sent,
+    # for its hint to check (numbers stay Python numbers: 1 is not a float there).
+    if key != INPUTS:
+        raise PayloadError(
+            "Request payload must be a dictionary with 'inputs' key when the model contains a valid type hint; "
+            f"found the key {key!r}",
+            "INVALID_PARAMETER_VALUE",
+        )
+    return doc[INPUTS]
 
 
 def _rows_without_names(plan: Plan) -> SchemaError:
