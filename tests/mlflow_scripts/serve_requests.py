@@ -3,11 +3,16 @@
 Usage: python serve_requests.py OUT_DIR
 
 Saves OUT_DIR/<name>/ for each model in MODELS (MLflow PythonModels that answer what reached them:
-one string per column, ``name|dtype|values``, and the params), prints ``READY`` on stdout, then reads
-one JSON request per stdin line, ``{"model": name, "content_type": ..., "body": base64}``, and answers
-one JSON line ``{"status": ..., "content_type": ..., "body": text}``. Each request goes through the
-real ASGI app of ``mlflow models serve`` (``mlflow.pyfunc.scoring_server.init(model)``), middleware and
-error handling included, called in-process (no socket: this venv has no HTTP client for it).
+one string per column, ``name|dtype|values``, and the params) and OUT_DIR/tuple_example (saved with
+``input_example=(df, {"k": 1, "name": "z"})``), prints ``READY`` on stdout, then reads one JSON
+request per stdin line and answers one JSON line:
+
+- ``{"model": name or "path": dir, "content_type": ..., "body": base64}`` ->
+  ``{"status": ..., "content_type": ..., "body": text}``. Each request goes through the real ASGI app
+  of ``mlflow models serve`` (``mlflow.pyfunc.scoring_server.init(model)``), middleware and error
+  handling included, called in-process (no socket: this venv has no HTTP client for it).
+- ``{"op": "example", "path": dir}`` -> ``{"example": {"columns", "data"} or list, "params": ...}``:
+  the model's input example and its params as MLflow reads them.
 """
 
 from __future__ import annotations
@@ -86,8 +91,26 @@ MODELS = {
 
 
 def save_models(out: str) -> None:
+    import pandas as pd
+
     for name, signature in MODELS.items():
         mlflow.pyfunc.save_model(os.path.join(out, name), python_model=Echo(), signature=signature)
+    example = pd.DataFrame({"x": [1.5, 2.0], "s": ["a", "b"]})
+    mlflow.pyfunc.save_model(os.path.join(out, "tuple_example"), python_model=Echo(),
+                             input_example=(example, {"k": 1, "name": "z"}))
+
+
+def read_example(path: str) -> dict:
+    import numpy as np
+    import pandas as pd
+
+    model = mlflow.models.Model.load(path)
+    example = model.load_input_example(path)
+    if isinstance(example, pd.DataFrame):
+        shown = {"columns": [str(c) for c in example.columns], "data": example.to_numpy().tolist()}
+    else:
+        shown = np.asarray(example).tolist()
+    return {"example": shown, "params": model.load_input_example_params(path)}
 
 
 async def _call(app, content_type: str | None, body: bytes) -> tuple[int, str | None, bytes]:
@@ -126,12 +149,15 @@ def serve(out: str) -> None:
             continue
         req = json.loads(line)
         try:
-            name = req["model"]
-            if name not in apps:
-                apps[name] = scoring_server.init(mlflow.pyfunc.load_model(os.path.join(out, name)))
-            status, ctype, body = asyncio.run(_call(apps[name], req.get("content_type"),
-                                                    base64.b64decode(req["body"])))
-            answer = {"status": status, "content_type": ctype, "body": body.decode("utf-8", "replace")}
+            if req.get("op") == "example":
+                answer = read_example(req["path"])
+            else:
+                path = req.get("path") or os.path.join(out, req["model"])
+                if path not in apps:
+                    apps[path] = scoring_server.init(mlflow.pyfunc.load_model(path))
+                status, ctype, body = asyncio.run(_call(apps[path], req.get("content_type"),
+                                                        base64.b64decode(req["body"])))
+                answer = {"status": status, "content_type": ctype, "body": body.decode("utf-8", "replace")}
         except Exception as e:  # noqa: BLE001 - reported to the test, which fails with it
             answer = {"status": -1, "content_type": None, "body": f"{type(e).__name__}: {e}"}
         print(json.dumps(answer), file=_PROTOCOL, flush=True)
