@@ -6,6 +6,9 @@ Needs a running dockerd and the base image (`make docker-setup`). MLflow's `buil
 on this machine (it pulls python:X.Y-slim from Docker Hub and installs from apt and PyPI inside the
 build, which has neither the registry nor the proxy's CA certificates), so MLflow is compared on the
 Dockerfile it generates in the same run: network steps, layer order, user, healthcheck.
+
+The daemon may be shared: every image and container the bench makes is named for this run and carries
+the label ``org.modelfmt.bench=<run>``; at the end those, and only those, are removed.
 """
 
 from __future__ import annotations
@@ -18,9 +21,14 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+RUN = uuid.uuid4().hex[:10]
+LABEL = f"org.modelfmt.bench={RUN}"
+TAG_A, TAG_B = f"modelfmt-bench-{RUN}:a", f"modelfmt-bench-{RUN}:b"
+DEPS_CACHE = f"modelfmt-bench-deps-{RUN}"  # a cache of this run's own, so cold is cold
 MLFLOW_PY = os.environ.get("MODELFMT_MLFLOW_PYTHON", os.path.join(ROOT, "bench", ".venv-mlflow", "bin", "python"))
 
 
@@ -45,7 +53,10 @@ def _timed_build(model: str, tag: str, base: str, wheel: str, no_cache: bool = F
         saved = os.dup(1)
         os.dup2(devnull.fileno(), 1)  # docker's step-by-step output would drown the table
         try:
-            build_docker(model, tag, base, modelfmt_wheel=wheel, no_cache=no_cache)
+            build_docker(
+                model, tag, base, modelfmt_wheel=wheel, no_cache=no_cache,
+                labels=dict([LABEL.split("=", 1)]), deps_cache=DEPS_CACHE,
+            )
         finally:
             os.dup2(saved, 1)
             os.close(saved)
@@ -60,7 +71,8 @@ def _start_to_ping(tag: str) -> float:
     port = free_port()
     started = time.perf_counter()
     cid = subprocess.run(
-        ["docker", "run", "-d", "--rm", "--network", "host", "-e", f"MODELFMT_PORT={port}", "-e", "MODELFMT_WORKERS=1", tag],
+        ["docker", "run", "-d", "--rm", "--label", LABEL, "--network", "host",
+         "-e", f"MODELFMT_PORT={port}", "-e", "MODELFMT_WORKERS=1", tag],
         capture_output=True, text=True, check=True,
     ).stdout.strip()
     try:
@@ -78,10 +90,15 @@ def _start_to_ping(tag: str) -> float:
 
 def _dockerfile_facts(text: str) -> dict:
     steps = [s.strip() for s in re.sub(r"\\\n", " ", text).splitlines() if s.strip() and not s.strip().startswith("#")]
-    net = [s for s in steps if s.startswith("RUN") and re.search(r"apt-get (update|install)|pip install(?!.*--no-index)|_install_pyfunc_deps", s)]
+    network = r"apt-get (update|install)|pip install(?!.*--no-index)|_install_pyfunc_deps"
+    net = [s for s in steps if s.startswith("RUN") and re.search(network, s)]
     # The COPY whose source is the model directory (ours: model/, MLflow's: model_dir/<name>).
-    copy_model = next(i for i, s in enumerate(steps) if s.startswith("COPY") and re.match(r"model(_dir)?/", s.split()[1]))
-    installs = [i for i, s in enumerate(steps) if s.startswith("RUN") and ("pip install" in s or "_install_pyfunc_deps" in s)]
+    copy_model = next(
+        i for i, s in enumerate(steps) if s.startswith("COPY") and re.match(r"model(_dir)?/", s.split()[1])
+    )
+    installs = [
+        i for i, s in enumerate(steps) if s.startswith("RUN") and ("pip install" in s or "_install_pyfunc_deps" in s)
+    ]
     return {
         "build steps needing network": len(net),
         "model copied before a dependency install": any(i > copy_model for i in installs),
@@ -111,33 +128,49 @@ def main() -> None:
     parser.add_argument("--base-image", default=os.environ.get("MODELFMT_TEST_BASE_IMAGE", "modelfmt-base:bookworm"))
     parser.add_argument("--runs", type=int, default=3)
     args = parser.parse_args()
-    from modelfmt.serving.docker import client as docker_cli, wheels as docker_wheels
-    from modelfmt.serving.docker.build import generate_dockerfile
+    from modelfmt.serving.docker import client as docker_cli
 
     docker_cli.check_daemon()
-    dangling_before = _dangling()
+    try:
+        results = _measure(args.base_image, args.runs)
+    finally:
+        _remove_own()
+    _report(args.base_image, *results)
+
+
+def _measure(base: str, runs: int) -> tuple:
+    from modelfmt.serving.docker import client as docker_cli
+    from modelfmt.serving.docker import wheels as docker_wheels
+    from modelfmt.serving.docker.build import generate_dockerfile
+
     with tempfile.TemporaryDirectory(prefix="bench-docker-") as tmp:
         a, b = _save_models(tmp)
         wheel = docker_wheels.modelfmt_wheel(os.path.join(tmp, "wheel"))
         started = time.perf_counter()
-        generate_dockerfile(a, os.path.join(tmp, "ctx"), args.base_image, modelfmt_wheel=wheel)
+        generate_dockerfile(a, os.path.join(tmp, "ctx"), base, modelfmt_wheel=wheel)
         context_s = time.perf_counter() - started
         with open(os.path.join(tmp, "ctx", "Dockerfile"), encoding="utf-8") as f:
             ours = _dockerfile_facts(f.read())
-        cold = [_timed_build(a, "modelfmt-bench:a", args.base_image, wheel, no_cache=True) for _ in range(2)]
+        cold = [_timed_build(a, TAG_A, base, wheel, no_cache=True) for _ in range(2)]
+        first = _timed_build(a, TAG_A, base, wheel)  # makes the dependency cache image
         model_only, unchanged = [], []
-        for i in range(args.runs):
-            model_only.append(_timed_build(b if i % 2 == 0 else a, "modelfmt-bench:b", args.base_image, wheel))
-            unchanged.append(_timed_build(b if i % 2 == 0 else a, "modelfmt-bench:b", args.base_image, wheel))
-        size = docker_cli.image_config("modelfmt-bench:a")["Size"] / 1e6
-        base_size = docker_cli.image_config(args.base_image)["Size"] / 1e6
-        ping = [_start_to_ping("modelfmt-bench:a") for _ in range(args.runs)]
+        for i in range(runs):
+            model_only.append(_timed_build(b if i % 2 == 0 else a, TAG_B, base, wheel))
+            unchanged.append(_timed_build(b if i % 2 == 0 else a, TAG_B, base, wheel))
+        size = docker_cli.image_config(TAG_A)["Size"] / 1e6
+        base_size = docker_cli.image_config(base)["Size"] / 1e6
+        ping = [_start_to_ping(TAG_A) for _ in range(runs)]
         mlflow = _mlflow_dockerfile(a, tmp)
+    return context_s, cold, first, model_only, unchanged, size, base_size, ping, ours, mlflow
+
+
+def _report(base: str, context_s, cold, first, model_only, unchanged, size, base_size, ping, ours, mlflow) -> None:
     med = statistics.median
-    print(f"| measure (base {args.base_image}) | modelfmt |")
+    print(f"| measure (base {base}) | modelfmt |")
     print("|---|---|")
     print(f"| build context (wheel resolution + copy) | {context_s:.1f} s |")
     print(f"| cold build, no layer cache (median of {len(cold)}) | {med(cold):.1f} s |")
+    print(f"| first build with the layer cache (makes the dependency cache) | {first:.1f} s |")
     print(f"| rebuild after a model-only change (median of {len(model_only)}) | {med(model_only):.1f} s |")
     print(f"| rebuild with nothing changed | {med(unchanged):.1f} s |")
     print(f"| model-only rebuild / cold build | {med(model_only) / med(cold):.2f} |")
@@ -148,15 +181,20 @@ def main() -> None:
     print("|---|---|---|")
     for key, value in ours.items():
         print(f"| {key} | {value} | {'n/a' if mlflow is None else mlflow[0][key]} |")
-    # The bench's images, and the stage images its --no-cache builds left untagged.
-    subprocess.run(["docker", "image", "rm", "modelfmt-bench:a", "modelfmt-bench:b"], capture_output=True, check=False)
-    for image_id in _dangling() - dangling_before:
-        subprocess.run(["docker", "image", "rm", image_id], capture_output=True, check=False)
 
 
-def _dangling() -> set[str]:
-    out = subprocess.run(["docker", "images", "-q", "-f", "dangling=true"], capture_output=True, text=True, check=False)
-    return set(out.stdout.split())
+def _remove_own() -> None:
+    """Remove this run's containers and images (found by label: tags by name, then untagged ones)."""
+    def docker(*a: str) -> str:
+        return subprocess.run(["docker", *a], capture_output=True, text=True, check=False).stdout
+
+    for cid in docker("ps", "-a", "-q", "--filter", f"label={LABEL}").split():
+        docker("rm", "-f", cid)
+    rows = [ln.split() for ln in docker(
+        "images", "-a", "--filter", f"label={LABEL}", "--format", "{{.Repository}}:{{.Tag}} {{.ID}}"
+    ).splitlines() if ln.strip()]
+    for ref, image_id in sorted(rows, key=lambda r: r[0] == "<none>:<none>"):
+        docker("image", "rm", image_id if ref == "<none>:<none>" else ref)
 
 
 if __name__ == "__main__":

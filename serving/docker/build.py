@@ -3,7 +3,9 @@
 The image is built with no network: wheels for the model's requirements and modelfmt are resolved on
 the host for the image's Python and platform (``modelfmt.serving.docker.wheels``), laid out with the rendered
 ``Dockerfile.template`` and the model (``modelfmt.serving.docker.context``), then built with the docker CLI
-(``modelfmt.serving.docker.client``).
+(``modelfmt.serving.docker.client``): the dependency stage first, as a cache image named after its
+content (``modelfmt.serving.docker.cache``), then the image. What the builds commit and leave dangling is
+removed; what the daemon holds afterwards is the image and the cache image.
 """
 
 from __future__ import annotations
@@ -11,11 +13,20 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from modelfmt.errors import DeployError
 from modelfmt.open import OpenedModel, open_model
 from modelfmt.serving.docker import client as docker_cli
+from modelfmt.serving.docker.cache import (
+    CACHE_REPO,
+    DEPS_STAGE,
+    LABEL_DEPS_CACHE,
+    LABEL_IMAGE,
+    cache_key,
+    cache_tag,
+    find_stage,
+)
 from modelfmt.serving.docker.context import (
     Target,
     default_base_image,
@@ -105,9 +116,11 @@ def build_docker(
     template: str | None = None,
     pip_options: Sequence[str] = (),
     no_cache: bool = False,
+    labels: Mapping[str, str] | None = None,
+    deps_cache: str | None = CACHE_REPO,
 ) -> str:
     """Build an image ``tag`` serving ``model``, streaming docker's output; returns ``tag``. Arguments
-    as for :func:`generate_dockerfile`."""
+    as for :func:`generate_dockerfile`, then as for :func:`build_image`."""
     opened = open_model(model)
     docker_cli.check_daemon()
     with tempfile.TemporaryDirectory(prefix="modelfmt-docker-") as tmp:
@@ -121,5 +134,53 @@ def build_docker(
             template=template,
             pip_options=pip_options,
         )
-        docker_cli.build(context, tag, no_cache=no_cache)
+        build_image(context, tag, no_cache=no_cache, labels=labels, deps_cache=deps_cache)
+    return tag
+
+
+def build_image(
+    context: str,
+    tag: str,
+    *,
+    no_cache: bool = False,
+    labels: Mapping[str, str] | None = None,
+    deps_cache: str | None = CACHE_REPO,
+) -> str:
+    """Build the build context ``context`` as ``tag``; returns ``tag``.
+
+    With a ``deps`` stage and ``deps_cache`` (a repository name), that stage is first built and tagged
+    ``<deps_cache>:<content key>`` unless such an image exists, so the image build reuses it and later
+    builds with the same dependencies do too. ``deps_cache=None`` keeps no cache image (each build then
+    reinstalls the dependencies); ``no_cache`` rebuilds every layer and leaves existing caches alone.
+    ``labels`` go on the image and on a cache image built here. Whatever the builds commit and leave
+    dangling (stage images, the steps of a failed build) is removed, and only that.
+    """
+    made: list[str] = []  # every image the builds below commit, so a failure leaves none behind
+    extra = dict(labels or {})
+    try:
+        cache = None if no_cache or not deps_cache else _deps_cache_image(context, deps_cache, extra, made)
+        final = {**extra, LABEL_IMAGE: "model"}
+        if cache:
+            final[LABEL_DEPS_CACHE] = cache
+        docker_cli.build(context, tag, no_cache=no_cache, labels=final, created=made)
+    finally:
+        removed = docker_cli.remove_dangling(made)
+        if removed:
+            _log.info("removed %d dangling image(s) the build made: %s", len(removed), " ".join(removed))
+    return tag
+
+
+def _deps_cache_image(context: str, repo: str, labels: Mapping[str, str], made: list[str]) -> str | None:
+    """The dependency stage's cache image (built here when missing), or ``None`` for a Dockerfile
+    without a ``deps`` stage."""
+    with open(os.path.join(context, "Dockerfile"), encoding="utf-8") as f:
+        stage = find_stage(f.read(), DEPS_STAGE)
+    if stage is None:
+        return None
+    base, steps = stage
+    tag = cache_tag(repo, cache_key(context, docker_cli.image_id(base) or base, steps))
+    if docker_cli.image_exists(tag):
+        _log.info("reusing the dependency stage %s", tag)
+        return tag
+    docker_cli.build(context, tag, target=DEPS_STAGE, labels={**labels, LABEL_IMAGE: "deps-cache"}, created=made)
     return tag

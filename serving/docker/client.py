@@ -1,12 +1,15 @@
-"""Thin calls to the ``docker`` command line: daemon check, image lookup, Python probe, build."""
+"""Thin calls to the ``docker`` command line: daemon check, image lookup, Python probe, build, and the
+removal of the images a build made and left dangling."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
-from collections.abc import Sequence
+import sys
+from collections.abc import Mapping, Sequence
 
 from modelfmt.errors import DeployError
 
@@ -89,19 +92,108 @@ def image_config(image: str) -> dict:
     return json.loads(proc.stdout)[0]
 
 
+def image_id(image: str) -> str | None:
+    """The full ID (``sha256:...``) of ``image`` in the local daemon, or ``None`` when it is absent."""
+    proc = _run(["image", "inspect", "-f", "{{.Id}}", image], timeout=30)
+    if proc.returncode != 0:
+        return None
+    return proc.stdout.strip() or None
+
+
+def images_with_label(label: str) -> list[str]:
+    """Short IDs of every image (intermediate ones too) carrying ``label`` (``key`` or ``key=value``)."""
+    proc = _run(["images", "-a", "-q", "--no-trunc", "--filter", f"label={label}"], timeout=30)
+    return sorted({_short(i) for i in proc.stdout.split()})
+
+
+def dangling_images() -> set[str]:
+    """Short IDs of the untagged images no other image builds on (``docker images -f dangling=true``)."""
+    proc = _run(["images", "-q", "--no-trunc", "--filter", "dangling=true"], timeout=30)
+    return {_short(i) for i in proc.stdout.split()}
+
+
+def _short(image_id: str) -> str:
+    return image_id.removeprefix("sha256:")[:12]
+
+
+# The legacy builder's step lines: `Step 3/15 : COPY ...`, then ` ---> Using cache` for a reused image,
+# then ` ---> <id>`: the image the step made, or reused, or (for FROM) the base.
+_STEP = re.compile(r"^Step \d+/\d+ : (\w+)")
+_RESULT = re.compile(r"^ ---> ([0-9a-f]{12,64})\s*$")
+
+
 def build(
-    context: str, tag: str, *, network: str = "none", no_cache: bool = False, quiet: bool = False
-) -> None:
-    """``docker build`` of ``context`` as ``tag``, streaming the build output to this process's stdout."""
-    args = [docker_executable(), "build", "--network", network, "-t", tag]
+    context: str,
+    tag: str,
+    *,
+    network: str = "none",
+    no_cache: bool = False,
+    target: str | None = None,
+    labels: Mapping[str, str] | None = None,
+    created: list[str] | None = None,
+) -> str:
+    """``docker build`` of ``context`` as ``tag``, streaming the build output to this process's stdout;
+    returns the image's short ID.
+
+    ``target`` builds one stage only; ``labels`` go on the image (``--label``: the legacy builder puts
+    them on the last stage only). ``created`` gets the short ID of every image this build commits, in
+    order, as the build goes, so also when it fails: :func:`remove_dangling` takes it. Images reused
+    from the layer cache are not listed (BuildKit commits no stage images; then nothing is listed).
+    """
+    args = [docker_executable(), "build", "--network", network, "--force-rm", "-t", tag]
     if no_cache:
         args.append("--no-cache")
-    if quiet:
-        args.append("--quiet")
+    if target:
+        args += ["--target", target]
+    for key, value in sorted((labels or {}).items()):
+        args += ["--label", f"{key}={value}"]
     args.append(context)
+    made = created if created is not None else []
+    last = ""
     try:
-        code = subprocess.run(args, check=False).returncode
+        with subprocess.Popen(args, stdout=subprocess.PIPE, text=True, errors="replace") as proc:
+            assert proc.stdout is not None
+            step, reused = "", False
+            for line in proc.stdout:
+                sys.stdout.write(line)
+                sys.stdout.flush()
+                if m := _STEP.match(line):
+                    step, reused = m.group(1).upper(), False
+                elif line.startswith(" ---> Using cache"):
+                    reused = True
+                elif m := _RESULT.match(line):
+                    last = m.group(1)[:12]
+                    if step != "FROM" and not reused:
+                        made.append(last)
+                    reused = False
+            code = proc.wait()
     except KeyboardInterrupt:
         raise DeployError(f"docker build of {tag!r} interrupted") from None
     if code != 0:
         raise DeployError(f"docker build of {tag!r} failed (exit status {code}); its output is above")
+    return last or _short(image_id(tag) or "")
+
+
+def remove_dangling(images: Sequence[str]) -> list[str]:
+    """Remove those of ``images`` (short IDs a build made, see :func:`build`) that are dangling, each
+    alone (``--no-prune``: an untagged parent someone else made stays), children before parents, until
+    none of them is left dangling; returns the removed IDs. Images something builds on, tags, or a
+    container uses stay. Never raises: it is cleanup."""
+    left = [_short(i) for i in images]
+    removed: list[str] = []
+    while left:
+        try:
+            dangling = dangling_images()
+        except DeployError:
+            break
+        victims = [i for i in reversed(left) if i in dangling]
+        if not victims:
+            break
+        for image in victims:
+            left.remove(image)
+            try:
+                if _run(["image", "rm", "--no-prune", image], timeout=120).returncode == 0:
+                    removed.append(image)
+            except DeployError:
+                pass
+    return removed
