@@ -6,7 +6,7 @@ import logging
 import os
 import platform
 import re
-from typing import Iterable
+from collections.abc import Iterable
 
 from modelfmt.errors import ModelFormatError
 
@@ -104,7 +104,12 @@ def read_requirements(path: str) -> list[str]:
 
 
 def version_mismatches(requirements: list[str]) -> list[str]:
-    """Human-readable lines for pinned requirements whose installed version differs."""
+    """Human-readable lines for pinned requirements whose installed version differs (or is none)."""
+    return [_describe(name, want, have) for name, want, have in _pins_not_met(requirements)]
+
+
+def _pins_not_met(requirements: list[str]) -> list[tuple[str, str, str | None]]:
+    """``(name, pinned version, installed version or None)`` for each ``==`` pin not met."""
     out = []
     for line in requirements:
         if "==" not in line:
@@ -113,21 +118,39 @@ def version_mismatches(requirements: list[str]) -> list[str]:
         name = name.split("[", 1)[0].strip()
         want = want.split(";", 1)[0].strip()
         have = installed_version(name)
-        if have is None:
-            out.append(f"{name} (model: {want}, installed: none)")
-        elif have != want:
-            out.append(f"{name} (model: {want}, installed: {have})")
+        if have != want:
+            out.append((name, want, have))
     return out
 
 
-def warn_version_mismatches(path: str) -> None:
-    """Log one warning listing packages whose installed version differs from the model's."""
-    diffs = version_mismatches(
-        [r for r in read_requirements(path) if requirement_name(r) not in ("mlflow", "modelfmt")]
-    )
-    if diffs:
-        _log.warning(
-            "model at %s was saved with other package versions; predictions may differ: %s",
-            path,
-            "; ".join(diffs),
-        )
+def _describe(name: str, want: str, have: str | None) -> str:
+    return f"{name} (model: {want}, installed: {have or 'none'})"
+
+
+# (model directory, what was said): each said once per process, not on every load of the same model.
+_WARNED: set[tuple[str, str]] = set()
+
+
+def warn_version_mismatches(path: str, needed: Iterable[str] = ()) -> None:
+    """Log one warning listing packages installed at another version than the model was saved with.
+
+    A pinned package that is not installed at all is listed only when it is in ``needed`` (distribution
+    names the flavor itself imports): requirements often name packages the model never loads (the
+    README's ``extra_pip_requirements=["lightgbm==4.5.0"]`` beside a linear model), and a flavor whose
+    own library is missing fails to load naming it anyway. The same warning for the same model
+    directory is logged once per process (a server or a Spark worker loads a model many times).
+    """
+    wanted = {requirement_name(n) for n in needed}
+    pins = [r for r in read_requirements(path) if requirement_name(r) not in ("mlflow", "modelfmt")]
+    diffs = [
+        _describe(name, want, have)
+        for name, want, have in _pins_not_met(pins)
+        if have is not None or requirement_name(name) in wanted
+    ]
+    if not diffs:
+        return
+    key = (os.path.realpath(path), "; ".join(diffs))
+    if key in _WARNED:
+        return
+    _WARNED.add(key)
+    _log.warning("model at %s was saved with other package versions; predictions may differ: %s", path, key[1])
