@@ -11,12 +11,14 @@ import sys
 import tarfile
 
 import pytest
+from test_docker_image import docker_ready  # noqa: F401 - the fixture: dockerd and the base image
 
 from modelfmt.errors import DeployError
 from modelfmt.model import Model
-from modelfmt.serving.docker import context as docker_context, wheels as docker_wheels
+from modelfmt.serving.docker import cache as docker_cache
+from modelfmt.serving.docker import context as docker_context
+from modelfmt.serving.docker import wheels as docker_wheels
 from modelfmt.serving.docker.build import generate_dockerfile, resolve_target
-from test_docker_image import docker_ready  # noqa: F401 - the fixture: dockerd and the base image
 
 BASE_IMAGE = os.environ.get("MODELFMT_TEST_BASE_IMAGE", "modelfmt-base:bookworm")
 
@@ -47,6 +49,41 @@ def test_slim_image_target_and_dockerfile():
     assert len(order) == 3 and order == sorted(order) and order[-1] == len(steps) - 1
 
 
+def test_template_deps_stage_is_found():
+    dockerfile = docker_context.render_dockerfile(docker_context.target_from_tag("python:3.12-slim"))
+    base, steps = docker_cache.find_stage(dockerfile)
+    assert base == "python:3.12-slim" and steps[0] == "FROM python:3.12-slim AS deps"
+    assert [s.split()[0] for s in steps] == ["FROM", "COPY", "RUN"]  # the stage ends at the next FROM
+    # A Dockerfile without a deps stage, or with deps as its last stage, gets no cache image.
+    assert docker_cache.find_stage("FROM a\nRUN x\n") is None
+    assert docker_cache.find_stage("FROM a AS deps\nRUN x\n") is None
+
+
+def _key_context(root, wheel: bytes, model: bytes) -> str:
+    (root / "wheels").mkdir(parents=True)
+    (root / "wheels" / "a-1.0-py3-none-any.whl").write_bytes(wheel)
+    (root / "model").mkdir()
+    (root / "model" / "model.pkl").write_bytes(model)
+    return str(root)
+
+
+def test_cache_key_covers_what_the_stage_copies(tmp_path):
+    steps = ["FROM base AS deps", "COPY wheels/ /tmp/wheels/", "RUN pip install /tmp/wheels/*"]
+    key = docker_cache.cache_key(_key_context(tmp_path / "a", b"w1", b"m1"), "sha256:1", steps)
+    assert re.fullmatch(r"[0-9a-f]{24}", key)
+    # Another model, same dependencies: the same key (the model-only rebuild reuses the cache image).
+    assert docker_cache.cache_key(_key_context(tmp_path / "b", b"w1", b"m2"), "sha256:1", steps) == key
+    # Other wheel bytes, another base image ID, another step: another key.
+    assert docker_cache.cache_key(_key_context(tmp_path / "c", b"w2", b"m1"), "sha256:1", steps) != key
+    assert docker_cache.cache_key(str(tmp_path / "a"), "sha256:2", steps) != key
+    assert docker_cache.cache_key(str(tmp_path / "a"), "sha256:1", [*steps, "ENV X=1"]) != key
+    # A source the stage names but the context lacks: the key covers the whole context.
+    odd = [*steps[:2], "COPY nothing/ /x/"]
+    assert docker_cache.cache_key(str(tmp_path / "a"), "sha256:1", odd) != docker_cache.cache_key(
+        str(tmp_path / "b"), "sha256:1", odd
+    )
+
+
 def test_target_needs_a_python_version_for_unknown_images():
     with pytest.raises(DeployError, match="--python-version"):
         docker_context.target_from_tag("example.com/some/image:1.0")
@@ -64,7 +101,7 @@ def test_probed_target_of_local_base_image(sklearn_model_path):
 def test_default_base_image_follows_model_python(sklearn_model_path, monkeypatch):
     model = Model.load(sklearn_model_path)
     monkeypatch.delenv("MODELFMT_BASE_IMAGE", raising=False)
-    assert docker_context.default_base_image(model) == "python:%d.%d-slim" % sys.version_info[:2]
+    assert docker_context.default_base_image(model) == "python:{}.{}-slim".format(*sys.version_info[:2])
     monkeypatch.setenv("MODELFMT_BASE_IMAGE", "my/base:1")
     assert docker_context.default_base_image(model) == "my/base:1"
 
