@@ -190,6 +190,10 @@ def _to_arrays(preds: Any, rtype: Any) -> list:
     import pandas as pd
     from pyspark.sql.types import ArrayType
 
+    if isinstance(preds, dict):
+        preds = next(iter(preds.values()))  # the first output, as _first_column takes it (ONNX answers by name)
+    if isinstance(preds, pd.DataFrame) and len(preds.columns) == 1:
+        preds = preds.iloc[:, 0]  # one output column, e.g. ONNX's [N, k] output as a list per row
     if isinstance(preds, (pd.DataFrame, pd.Series)):
         preds = preds.to_numpy()
     elem = rtype.elementType
