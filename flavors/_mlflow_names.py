@@ -63,7 +63,8 @@ class _TypeHints:
 
 
 def predict_type_hints(python_model: Any) -> _TypeHints:
-    """The type hints of ``python_model.predict``'s input and return value, as MLflow reads them.
+    """The type hints of ``python_model.predict``'s input and return value, as MLflow reads them
+    (``python_model`` may also be the plain function a function model wraps: its first argument).
 
     MLflow's loader asks a ``PythonModel`` for these to turn a DataFrame into a ``list[...]`` input.
     """
@@ -73,7 +74,8 @@ def predict_type_hints(python_model: Any) -> _TypeHints:
     cached = getattr(python_model, "__dict__", {}).get("_predict_type_hints")
     if cached is not None:
         return cached
-    func = python_model.predict
+    plain = not hasattr(python_model, "predict") and callable(python_model)
+    func = python_model if plain else python_model.predict
     try:
         names = [n for n in inspect.signature(func).parameters if n != "self"]
         hints = typing.get_type_hints(func)
@@ -81,7 +83,7 @@ def predict_type_hints(python_model: Any) -> _TypeHints:
         return _TypeHints()
     # MLflow's rule: ``context`` comes first when named so, or when there are two non-params args.
     has_context = "context" in names or len([n for n in names if n != "params"]) == 2
-    index = 1 if has_context else 0
+    index = 1 if has_context and not plain else 0
     arg = names[index] if len(names) > index else None
     return _TypeHints(hints.get(arg) if arg else None, hints.get("return"))
 

@@ -241,7 +241,9 @@ class _PythonModelWrapper:
         self._takes_params = "params" in names or any(
             p is not None and p.kind == p.VAR_KEYWORD for p in parameters.values()
         )
-        self._input_hint = _mlflow_names.predict_type_hints(python_model).input
+        # As MLflow's wrapper, ask the model (a function model answers for its function).
+        hints = getattr(python_model, "predict_type_hints", None) or _mlflow_names.predict_type_hints(python_model)
+        self._input_hint = getattr(hints, "input", None)
         self._input_schema = input_schema
         checks_itself = getattr(python_model.predict, "_is_pyfunc", False)
         self._checked_hint = None if checks_itself else _type_hints.validated_hint(self._input_hint)
@@ -271,8 +273,8 @@ def _unpickle(f: Any, pickle_file: str, rename: Callable[[str], str] | None) -> 
         # E.g. a pydantic model in a type hint: the class is rebuilt only where its library imports.
         top = (e.name or "").split(".")[0]
         raise FlavorError(
-            f"cannot load {pickle_file}: No module named {e.name!r}; the model needs the Python package "
-            f"{top!r} installed (see the model's requirements.txt)"
+            f"cannot load {pickle_file}: the model needs the Python package {top!r}, which cannot be imported "
+            f"here (No module named {e.name!r}); install it, e.g. from the model's requirements.txt"
         ) from e
     except Exception as e:  # noqa: BLE001 - unpickling can fail in many ways; all mean the same to the user
         raise ModelFormatError(f"cannot unpickle {pickle_file}: {type(e).__name__}: {e}") from e
