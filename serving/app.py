@@ -27,6 +27,7 @@ from modelfmt.serving.protocols import mlflow
 if TYPE_CHECKING:
     from modelfmt.flavors.pyfunc import PyFuncModel
     from modelfmt.open import OpenedModel
+    from modelfmt.serving.runtime import Runtime
 
 DEFAULT_MAX_BODY_SIZE = 100 * 1024 * 1024
 JSON_TYPE = "application/json"
@@ -90,7 +91,7 @@ def create_app(
 
     # Every fixed route gets its own metrics label; routes with variables stay under "other" (bounded labels).
     counters.add_known_paths(rule.rule for rule in app.url_map.iter_rules() if not rule.arguments)
-    _add_error_handlers(app, debug)
+    _add_error_handlers(app, runtime, debug)
     app.wsgi_app = counters.wrap(app.wsgi_app)  # type: ignore[method-assign]
     return app
 
@@ -104,7 +105,7 @@ def _error_response() -> Callable[..., Response]:
     return PROTOCOLS[0].error_response
 
 
-def _add_error_handlers(app: Flask, debug: bool) -> None:
+def _add_error_handlers(app: Flask, runtime: Runtime, debug: bool) -> None:
     @app.errorhandler(ModelfmtError)
     def on_modelfmt_error(e: ModelfmtError) -> Response:
         status = e.http_status
@@ -135,4 +136,6 @@ def _add_error_handlers(app: Flask, debug: bool) -> None:
         if debug:
             extra["stack_trace"] = "".join(traceback.format_exception(type(e), e, e.__traceback__))
         message = f"internal server error (id {error_id}); the server log has the details"
+        # A fault of ours may be the model's state, not this request's: check it on its own example.
+        runtime.after_internal_error()
         return _error_response()("INTERNAL_ERROR", message, 500, extra)

@@ -5,19 +5,25 @@
 - :meth:`Runtime.run` calls the model on prepared input. Today every request runs on its own;
   adaptive batching goes here later (prepare each request, merge the prepared inputs, run once,
   split the output back), and the routes will not know whether a request was batched.
-- :func:`model_failure` is the one place where an exception raised by the model becomes our error,
-  so the rules for which failures are the client's (4xx) and which are ours (5xx) change there only.
+- :func:`model_failure` is where an exception raised by the model becomes our error: the one rule
+  (:mod:`modelfmt.failures`, shared with in-line ``PyFuncModel.predict``) of which failures are the
+  client's (400) and which are not (500).
+- After a 500 the runtime re-scores its input example (at most every :data:`RECHECK_SECONDS`);
+  while that fails, :meth:`Runtime.health` reports not ready (``/ping`` 503). The state is per
+  process, so with several workers each answers ``/ping`` for itself.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 from typing import TYPE_CHECKING, Any
 
 from modelfmt.enforce import enforce_params, enforce_schema
 from modelfmt.errors import ModelfmtError, PredictionError
+from modelfmt.failures import model_failure as _model_failure
 from modelfmt.serving.codecs import JSON, MLFLOW, decode_request
 
 if TYPE_CHECKING:
@@ -25,6 +31,9 @@ if TYPE_CHECKING:
     from modelfmt.open import OpenedModel
 
 _log = logging.getLogger("modelfmt.serving")
+# After a 500, the input example is scored again at most this often (seconds), by the failing request or
+# a later /ping, until it passes.
+RECHECK_SECONDS = 10.0
 
 
 class Prepared:
@@ -46,7 +55,8 @@ class Runtime:
     """One loaded model as the server scores with it: ``run(prepare(body, content_type))``.
 
     ``example`` is the model's saved ``/invocations`` body (MLflow JSON), which :meth:`warm_up`
-    scores once; ``ready`` says whether it scored, ``not_ready_reason`` why not.
+    scores once and :meth:`after_internal_error` again; ``ready`` says whether it scored the last
+    time, ``not_ready_reason`` why not.
     """
 
     def __init__(self, model: PyFuncModel, example: bytes | None = None, load_seconds: float = 0.0) -> None:
@@ -59,6 +69,9 @@ class Runtime:
         self.ready = False
         self.not_ready_reason = "the model has not scored its input example yet"
         self._predict = model.predict_prepared
+        self._recheck_due = False  # a 500 happened and the example has not passed since
+        self._rechecked_at = float("-inf")
+        self._recheck_lock = threading.Lock()
 
     @classmethod
     def load(cls, model: str | os.PathLike | OpenedModel, loaded: PyFuncModel | None = None) -> Runtime:
@@ -78,14 +91,48 @@ class Runtime:
 
     def warm_up(self) -> None:
         """Score the input example once, so the first request is not the slow one; sets ``ready``."""
+        self._score_example()
+
+    def health(self) -> tuple[bool, str]:
+        """``(ready, why not)`` for ``/ping``; re-scores the input example first when a 500 made it due."""
+        if self._recheck_due:
+            self._recheck()
+        return self.ready, self.not_ready_reason
+
+    def after_internal_error(self) -> None:
+        """A request was answered 500: re-score the input example (at most every :data:`RECHECK_SECONDS`,
+        later ``/ping``s retry when it is too soon); ``/ping`` answers 503 while it fails."""
+        if self.example is None:
+            return  # nothing to check the model with: /ping keeps its answer
+        self._recheck_due = True
+        self._recheck()
+
+    def _recheck(self) -> None:
+        if time.monotonic() - self._rechecked_at < RECHECK_SECONDS:
+            return
+        if not self._recheck_lock.acquire(blocking=False):
+            return  # another thread is re-scoring right now
+        try:
+            self._rechecked_at = time.monotonic()
+            was_ready = self.ready
+            if self._score_example():
+                self._recheck_due = False
+                if not was_ready:
+                    _log.info("the model scores its input example again; /ping answers 200")
+        finally:
+            self._recheck_lock.release()
+
+    def _score_example(self) -> bool:
         try:
             if self.example is not None:
                 self.run(self.prepare(self.example, JSON))
         except Exception as e:  # noqa: BLE001 - any failure means the same: not ready, say why
+            self.ready = False
             self.not_ready_reason = f"the model failed on its own input example: {type(e).__name__}: {e}"
             _log.error("%s; /ping answers 503", self.not_ready_reason)
-            return
+            return False
         self.ready = True
+        return True
 
     def prepare(self, body: bytes, content_type: str | None, protocol: str = MLFLOW) -> Prepared:
         """Decode ``body`` (a request of ``protocol`` with this ``Content-Type``) and check it.
@@ -110,14 +157,14 @@ class Runtime:
             raise model_failure(e) from e
 
 
-def model_failure(error: Exception) -> ModelfmtError:
-    """Our error for an exception the model raised on prepared input.
-
-    Today every such failure is the input's fault (:class:`PredictionError`, 400), as for an in-line
-    ``PyFuncModel.predict``; the drop-in issue's split (the model's ValueError and the like 400,
-    ImportError, MemoryError, OSError and our own bugs 500) belongs here.
+def model_failure(error: Exception) -> PredictionError:
+    """Our error for an exception the model raised on prepared input, by the one rule of
+    :func:`modelfmt.failures.model_failure`: the model's ``ValueError``, ``TypeError``, ``KeyError``,
+    ``IndexError`` (and others, as MLflow) are the input's fault, :class:`PredictionError` (400);
+    ``ImportError``, ``MemoryError``, ``OSError`` and anything raised from modelfmt's own code are not,
+    :class:`~modelfmt.errors.InternalPredictionError` (500, answered with an error id).
     """
-    return PredictionError(f"the model failed on the given input: {type(error).__name__}: {error}")
+    return _model_failure(error)
 
 
 def row_count(data: Any) -> int:

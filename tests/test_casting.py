@@ -237,3 +237,65 @@ def test_a_refusal_reads_the_same_through_enforce_json_and_the_onnx_feed(tmp_pat
         reasons.append(str(e.value).split(": ", 1)[1])
     assert reasons[0] == reasons[1] == reasons[2]
     assert reasons[0] == "expected float32, got int64 (integers beyond 2**24 lose precision as float32, such as 16777217)"
+
+
+# -- strings: parse and format ------------------------------------------------------------------------
+@pytest.mark.parametrize("text, target, value", [
+    ("42", DataType.long, 42),
+    (" -7 ", DataType.integer, -7),
+    ("+3", "uint8", 3),
+    ("9007199254740993", DataType.long, 9007199254740993),  # read as the integer it is, never via a double
+    ("0.05", DataType.double, 0.05),
+    ("1e-3", DataType.double, 0.001),
+    (".5", DataType.float, 0.5),
+    ("7", DataType.double, 7.0),
+    ("-Infinity", DataType.double, -np.inf),
+    ("inf", "float16", np.inf),
+])
+def test_parse_reads_numbers_written_exactly(text, target, value):
+    out = cast_array(np.array([text], dtype=object), target, "column 'x'")
+    assert out.dtype == casting.target_dtype(target) and out.tolist() == [value]
+
+
+def test_parse_reads_nan_and_numpy_string_arrays():
+    assert np.isnan(cast_array(np.array(["NaN", "nan"]), DataType.double, "column 'x'")).all()
+    assert cast_array(np.array(["1", "2"]), "int16", "tensor 't'").dtype == np.int16
+
+
+@pytest.mark.parametrize("text, target, why", [
+    ("2.5", DataType.long, "which is not an integer"),
+    ("3.0", DataType.long, "which is not an integer"),  # refused as 3.0 is
+    ("1e3", DataType.long, "which is not an integer"),
+    ("abc", DataType.double, "which is not a number"),
+    ("", DataType.double, "which is not a number"),
+    ("1_000", DataType.double, "which is not a number"),
+    ("0x10", DataType.integer, "which is not an integer"),
+    ("nan", DataType.long, "which is not an integer"),
+])
+def test_parse_refuses_other_strings_naming_them(text, target, why):
+    with pytest.raises(SchemaError, match=f"^column 'x': expected {target.value}, got the string {text!r}, {why}$"):
+        cast_array(np.array([text], dtype=object), target, "column 'x'")
+
+
+def test_parsed_values_then_follow_their_number_row():
+    with pytest.raises(SchemaError, match="1e\\+40 is beyond the float range"):
+        cast_array(np.array(["1e40"], dtype=object), DataType.float, "column 'x'")
+    with pytest.raises(SchemaError, match="integers beyond 2\\*\\*53 lose precision as double"):
+        cast_array(np.array(["9007199254740993"], dtype=object), DataType.double, "column 'x'")
+    with pytest.raises(SchemaError, match="values outside the integer range"):
+        cast_array(np.array(["3000000000"], dtype=object), DataType.integer, "column 'x'")
+    with pytest.raises(SchemaError, match="^column 'f': expected boolean, got the string 'true'$"):
+        cast_array(np.array(["true"], dtype=object), DataType.boolean, "column 'f'")
+
+
+def test_format_writes_integers_as_text_and_refuses_floats_and_booleans():
+    assert casting.as_text(np.array([7, -12], np.int16), "column 's'").tolist() == ["7", "-12"]
+    assert casting.as_text(np.array([2**64 - 1], np.uint64), "column 's'").tolist() == [str(2**64 - 1)]
+    mixed = casting.as_text(np.array(["a", 7, None, np.nan], dtype=object), "column 's'")
+    assert mixed.dtype == object and mixed.tolist()[:3] == ["a", "7", None] and np.isnan(mixed[3])
+    for arr in (np.array([1.5]), np.array([1.5, "a"], dtype=object)):
+        with pytest.raises(SchemaError, match="^column 's': expected string, got .*a float is never converted to a string"):
+            casting.as_text(arr, "column 's'")
+    for arr in (np.array([True]), np.array([True], dtype=object)):
+        with pytest.raises(SchemaError, match="a boolean is never converted to a string"):
+            casting.as_text(arr, "column 's'")

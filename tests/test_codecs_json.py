@@ -352,3 +352,56 @@ def test_any_json_is_model_input_or_a_clear_error(key, value, schema):
         enforce_schema(data, schema)
     except ModelfmtError as e:
         assert e.http_status == 400 and e.message
+
+
+# -- missing values and numbers as strings, the same in every format -----------------------------------
+LITERALS = b'{"dataframe_split": {"columns": ["a", "b"], "data": [[NaN, Infinity], [-Infinity, 1.5]]}}'
+
+
+@pytest.mark.parametrize("raw", [
+    LITERALS,
+    b'{"dataframe_records": [{"a": NaN, "b": Infinity}, {"a": -Infinity, "b": 1.5}]}',
+    b'{"instances": [{"a": NaN, "b": Infinity}, {"a": -Infinity, "b": 1.5}]}',
+    b'{"inputs": {"a": [NaN, -Infinity], "b": [Infinity, 1.5]}}',
+    b'{"inputs": {"a": [null, -Infinity], "b": [Infinity, 1.5]}}',
+])
+def test_nan_and_infinity_literals_are_read_in_every_format(raw):
+    data, _ = decode_request(raw, "application/json", DOUBLES)
+    out = enforce_schema(data, DOUBLES)
+    assert np.isnan(out["a"][0]) and out["a"][1] == -np.inf
+    assert out["b"].tolist() == [np.inf, 1.5]
+
+
+def test_strict_json_keeps_orjsons_answer_and_bad_json_its_message():
+    from modelfmt.serving.codecs import json as json_codec
+
+    assert json_codec._loads(b'{"inputs": [1, 2.5]}') == {"inputs": [1, 2.5]}
+    # Not JSON even for Python's json (which writes NaN, never nan): orjson's message, with the position.
+    with pytest.raises(PayloadError, match=r"^the body is not valid JSON: invalid literal.*line 1 column 13"):
+        decode_request(b'{"inputs": [nan]}', "application/json", None)
+
+
+def test_numeric_strings_become_numbers_in_every_format():
+    for doc in ({"dataframe_split": {"columns": ["a", "b", "c"], "data": [["0.05", "2", "0.5"]]}},
+                {"dataframe_records": [{"a": "0.05", "b": "2", "c": "0.5"}]},
+                {"instances": [{"a": "0.05", "b": "2", "c": "0.5"}]},
+                {"inputs": {"a": ["0.05"], "b": ["2"], "c": ["0.5"]}}):
+        out = enforce_schema(decode(doc, COLS)[0], COLS)
+        assert out.dtypes.tolist() == [np.float64, np.int64, np.float32], doc
+        assert out.iloc[0].tolist() == [0.05, 2, np.float32(0.5)]
+    with pytest.raises(SchemaError, match=r"column 'b': expected long, got the string '2\.5', which is not an integer"):
+        enforce_schema(decode({"inputs": {"a": [1.0], "b": ["2.5"], "c": [1.0]}}, COLS)[0], COLS)
+    tensor = Schema([TensorSpec("float32", (-1, 2))])
+    arr = enforce_schema(decode({"inputs": [["1.5", "-2e1"]]}, tensor)[0], tensor)
+    assert arr.dtype == np.float32 and arr.tolist() == [[1.5, -20.0]]
+
+
+def test_integers_for_a_string_column_become_text_in_every_format():
+    schema = Schema([ColSpec("string", "s")])
+    for doc in ({"dataframe_split": {"columns": ["s"], "data": [[7], ["a"]]}},
+                {"dataframe_records": [{"s": 7}, {"s": "a"}]},
+                {"inputs": {"s": [7, "a"]}},
+                {"inputs": [7, "a"]}):
+        assert enforce_schema(decode(doc, schema)[0], schema)["s"].tolist() == ["7", "a"], doc
+    with pytest.raises(SchemaError, match="column 's': expected string, got .*a float is never converted to a string"):
+        enforce_schema(decode({"inputs": {"s": [7.5]}}, schema)[0], schema)

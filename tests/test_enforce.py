@@ -47,14 +47,16 @@ def test_double_column_narrowed_to_float_whatever_the_values():
     out = enforce_schema(pd.DataFrame({"x": [0.1, 1e-50, np.nan]}), schema)
     assert out["x"].dtype == np.float32
     assert out["x"].tolist()[:2] == [np.float32(0.1), 0.0] and np.isnan(out["x"][2])
-    with pytest.raises(SchemaError, match="column 'x': expected float, got float64 .*1e\\+300 is beyond the float range"):
+    beyond = "column 'x': expected float, got float64 .*1e\\+300 is beyond the float range"
+    with pytest.raises(SchemaError, match=beyond):
         enforce_schema(pd.DataFrame({"x": [1e300]}), schema)
 
 
 def test_wider_integers_fit_or_are_refused_naming_a_value():
     schema = Schema([ColSpec("integer", "n")])
     assert enforce_schema(pd.DataFrame({"n": [1, -5]}), schema)["n"].dtype == np.int32
-    with pytest.raises(SchemaError, match=r"column 'n': expected integer, got int64 \(values outside .* such as 4294967296"):
+    outside = r"column 'n': expected integer, got int64 \(values outside .* such as 4294967296"
+    with pytest.raises(SchemaError, match=outside):
         enforce_schema(pd.DataFrame({"n": [1, 2**32]}), schema)
 
 
@@ -197,6 +199,70 @@ def test_ragged_lists_are_schema_errors_or_list_columns():
     with pytest.raises(SchemaError, match="different lengths"):
         enforce_schema([[1.0, 2.0, 3.0], [3.0]], Schema([TensorSpec("float32", (-1, 3))]))
     with pytest.raises(SchemaError, match="'y'.*different lengths"):
-        enforce_schema({"x": [1.0], "y": [[1, 2], [3]]}, Schema([TensorSpec("float64", (-1,), "x"), TensorSpec("int64", (-1, 2), "y")]))
+        two = Schema([TensorSpec("float64", (-1,), "x"), TensorSpec("int64", (-1, 2), "y")])
+        enforce_schema({"x": [1.0], "y": [[1, 2], [3]]}, two)
     with pytest.raises(SchemaError, match="'a'"):
         enforce_schema({"a": [[1, 2], [3]]}, Schema([ColSpec("double", "a")]))
+
+
+# -- strings and numbers (casting's parse and format rules) ------------------------------------------
+def test_numeric_strings_are_parsed_in_line_too():
+    df = pd.DataFrame({"a": ["0.05", " 1e3", "nan"], "b": ["2", "-3", "+9007199254740993"]})
+    out = enforce_schema(df, SCHEMA)
+    assert out["a"].dtype == np.float64 and out["a"].tolist()[:2] == [0.05, 1000.0] and np.isnan(out["a"][2])
+    assert out["b"].dtype == np.int64 and out["b"].tolist() == [2, -3, 9007199254740993]
+    for a, b, column, text in (("abc", "1", "a", "'abc'"), ("1", "2.0", "b", "'2.0'"), ("1_000", "1", "a", "'1_000'")):
+        with pytest.raises(SchemaError, match=f"column '{column}': expected \\w+, got the string {text}"):
+            enforce_schema(pd.DataFrame({"a": [a], "b": [b]}), SCHEMA)
+
+
+def test_integers_for_a_string_column_become_their_text_floats_and_booleans_do_not():
+    out = enforce_schema(pd.DataFrame({"a": [1.0, 2.0], "b": [1, 2], "c": [7, 12]}), SCHEMA)
+    assert out["c"].dtype == object and out["c"].tolist() == ["7", "12"]
+    mixed = pd.DataFrame({"a": [1.0, 2.0, 3.0], "b": [1, 2, 3], "c": pd.Series(["x", 7, None], dtype=object)})
+    assert enforce_schema(mixed, SCHEMA)["c"].tolist() == ["x", "7", None]
+    nullable = pd.DataFrame({"a": [1.0, 2.0], "b": [1, 2], "c": pd.array([7, None], dtype="Int64")})
+    assert enforce_schema(nullable, SCHEMA)["c"].tolist() == ["7", None]
+    for value, why in ((7.5, "a float is never converted to a string"), (True, "a boolean is never converted")):
+        for c in ([value], pd.Series(["x", value], dtype=object)):
+            with pytest.raises(SchemaError, match=f"column 'c': expected string, got .*{why}"):
+                enforce_schema(pd.DataFrame({"a": [1.0] * len(c), "b": [1] * len(c), "c": c}), SCHEMA)
+
+
+def test_missing_strings_are_none_whatever_the_string_dtype():
+    df = pd.DataFrame({"a": [1.0, 2.0], "b": [1, 2], "c": pd.Series(["x", None], dtype="str")})
+    assert enforce_schema(df, SCHEMA)["c"].tolist() == ["x", None]
+
+
+# -- datetimes ---------------------------------------------------------------------------------------
+DATES = Schema([ColSpec("datetime", "t")])
+
+
+@pytest.mark.parametrize("unit", ["s", "ms", "us", "ns"])
+def test_datetime_columns_reach_the_model_in_nanoseconds(unit):
+    col = pd.Series(pd.to_datetime(["2024-01-01 00:00:00", "2024-06-30 12:00:00"]).astype(f"datetime64[{unit}]"))
+    out = enforce_schema(pd.DataFrame({"t": col}), DATES)
+    assert out["t"].dtype == np.dtype("datetime64[ns]")
+    assert out["t"].tolist() == col.tolist()
+
+
+def test_iso_strings_of_mixed_precision_in_one_column():
+    stamps = [datetime.datetime(2024, 1, 1), datetime.datetime(2024, 1, 1, 0, 0, 0, 123456),
+              datetime.datetime(2024, 1, 2, 3, 4, 5, 500000)]
+    values = [s.isoformat() for s in stamps]  # "2024-01-01T00:00:00", "...00.123456", "...05.500000"
+    for col in (values, values[::-1], values + [None]):
+        out = enforce_schema(pd.DataFrame({"t": col}), DATES)
+        assert out["t"].dtype == np.dtype("datetime64[ns]")
+        assert [t for t in out["t"] if not pd.isna(t)] == sorted(stamps, reverse=col == values[::-1])
+    # Not ISO 8601, but one format pandas infers for the whole column: still read.
+    assert enforce_schema(pd.DataFrame({"t": ["01/02/2024", "03/04/2024"]}), DATES)["t"].dt.month.tolist() == [1, 3]
+    with pytest.raises(SchemaError, match="column 't': expected datetime, got values that are not dates"):
+        enforce_schema(pd.DataFrame({"t": ["2024-01-01", "soon"]}), DATES)
+
+
+def test_a_long_param_never_takes_a_float():
+    ps = ParamSchema([ParamSpec("k", "long", 1), ParamSpec("t", "double", 0.5)])
+    for value in (2.0, np.float64(2.0), 2.5):
+        with pytest.raises(ParamsError, match=r"^param 'k': expected long, got float"):
+            enforce_params({"k": value}, ps)
+    assert enforce_params({"k": np.int32(2), "t": 2}, ps) == {"k": 2, "t": 2.0}

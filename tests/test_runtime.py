@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 
 from modelfmt.errors import ParamsError, PayloadError, PredictionError, SchemaError, UnsupportedMediaTypeError
+from modelfmt.flavors.pyfunc import PythonModel
 from modelfmt.serving.runtime import Prepared, Runtime, row_count
 
 
@@ -113,6 +114,66 @@ def test_a_model_failing_on_prepared_input_is_a_prediction_error(elasticnet, tmp
     # The failure was this input's: the same runtime scores the next request.
     good = rt.prepare(b'{"inputs": [[0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]]}', "application/json")
     np.testing.assert_allclose(rt.run(good), elasticnet.predict(np.zeros((1, 10))))
+
+
+def test_model_failure_is_the_one_rule_by_type_then_by_frame():
+    from modelfmt.errors import InternalPredictionError
+    from modelfmt.failures import package_dirs, raised_in_modelfmt
+    from modelfmt.serving.runtime import model_failure
+
+    for error in (ValueError("v"), TypeError("t"), KeyError("k"), IndexError("i"), RuntimeError("r")):
+        failure = model_failure(error)
+        assert type(failure) is PredictionError and failure.http_status == 400
+    for error in (ImportError("i"), ModuleNotFoundError("m"), MemoryError("m"), OSError("o"), FileNotFoundError()):
+        failure = model_failure(error)
+        assert isinstance(failure, InternalPredictionError) and failure.http_status == 500
+    assert {d.rstrip("/").rsplit("/", 1)[1] for d in package_dirs()} == {"modelfmt", "flavors", "serving"}
+    try:
+        int("x")  # raised here, in a test: not modelfmt's code
+    except ValueError as e:
+        assert raised_in_modelfmt(e) is None
+
+
+class KeywordOnlyModel(PythonModel):
+    """A model whose ``predict`` wants a keyword-only argument the pyfunc wrapper never passes."""
+
+    def predict(self, context, model_input, params=None, *, scale):
+        return model_input["x"] * scale
+
+
+def test_a_bug_in_our_wrapper_is_500_even_as_a_type_error(tmp_path):
+    """The wrapper calls ``predict`` wrongly: a TypeError raised in modelfmt's frame, so ours, not the input's."""
+    from modelfmt.errors import InternalPredictionError
+    from modelfmt.flavors import pyfunc
+    from modelfmt.signature import ColSpec, ModelSignature, Schema
+
+    path = str(tmp_path / "kw")
+    pyfunc.save_model(path, KeywordOnlyModel(), signature=ModelSignature(Schema([ColSpec("double", "x")])))
+    rt = Runtime.load(path)
+    with pytest.raises(InternalPredictionError, match=r"a bug in modelfmt, at .*pyfunc\.py:\d+\): TypeError") as e:
+        rt.run(rt.prepare(b'{"inputs": {"x": [1.0]}}', "application/json"))
+    assert e.value.http_status == 500 and "scale" in str(e.value)
+    with pytest.raises(InternalPredictionError, match="a bug in modelfmt"):
+        pyfunc.load_model(path).predict(pd.DataFrame({"x": [1.0]}))
+
+
+def test_after_a_500_the_example_is_rescored_at_most_every_10s(sklearn_model_path, tmp_path):
+    from modelfmt.serving import runtime as rt_module
+
+    rt = Runtime.load(sklearn_model_path)
+    rt.warm_up()
+    assert rt.health() == (True, rt.not_ready_reason)
+    good = rt.example
+    rt.example = b'{"inputs": {"nope": [1]}}'  # the example now fails (as a model that broke would)
+    rt.after_internal_error()
+    ready, reason = rt.health()
+    assert not ready and "its own input example" in reason
+    rt.example = good
+    assert rt.health()[0] is False  # re-scored less than RECHECK_SECONDS ago: not again yet
+    rt._rechecked_at -= rt_module.RECHECK_SECONDS
+    assert rt.health()[0] is True
+    rt.after_internal_error()  # passes at once: /ping never turned 503
+    assert rt.health()[0] is True
 
 
 def test_load_reuses_an_opened_model_and_warm_up_scores_its_example(sklearn_model_path):

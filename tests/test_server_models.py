@@ -50,6 +50,40 @@ class TensorModel(pyfunc.PythonModel):
         return model_input.sum(axis=1)
 
 
+class RaisingModel(pyfunc.PythonModel):
+    """Column ``kind`` (string). Every call reads the artifact ``weights`` (a number; a deleted file is
+    an OSError); a row ``ok`` scores that number, any other row raises for real, as a model would:
+    ValueError, TypeError, KeyError, IndexError, RuntimeError, ImportError (a library not installed),
+    MemoryError (numpy cannot allocate), OSError (a missing file), ``ours`` (a TypeError raised inside
+    modelfmt's own code)."""
+
+    def predict(self, context, model_input, params=None):
+        with open(context.artifacts["weights"]) as f:
+            weight = float(f.read())
+        for kind in model_input["kind"]:
+            if kind == "ValueError":
+                float("not a number")
+            elif kind == "TypeError":
+                len(5)
+            elif kind == "KeyError":
+                model_input["no such column"]
+            elif kind == "IndexError":
+                [][0]
+            elif kind == "RuntimeError":
+                raise RuntimeError("the model gave up")
+            elif kind == "ImportError":
+                import a_library_that_is_not_installed  # noqa: F401
+            elif kind == "MemoryError":
+                np.empty(2**50, dtype=np.uint8)  # 1 PiB: more than any address space
+            elif kind == "OSError":
+                open("/nonexistent/modelfmt/table.csv")
+            elif kind == "ours":
+                from modelfmt.jsonenc import dumps
+
+                dumps(object())
+        return np.full(len(model_input), weight)
+
+
 cloudpickle.register_pickle_by_value(__import__(__name__))
 
 
@@ -66,4 +100,20 @@ def save_chaos(path: str) -> str:
 def save_tensor(path: str) -> str:
     signature = ModelSignature(Schema([TensorSpec("float32", (-1, 3))]))
     pyfunc.save_model(path, TensorModel(), signature=signature, input_example=np.zeros((2, 3), dtype=np.float32))
+    return path
+
+
+def save_raising(path: str, weights_dir: str) -> str:
+    """A :class:`RaisingModel` at ``path``; its artifact is ``<path>/artifacts/weights.txt`` (2.0)."""
+    import os
+
+    os.makedirs(weights_dir, exist_ok=True)
+    weights = os.path.join(weights_dir, "weights.txt")
+    with open(weights, "w") as f:
+        f.write("2.0")
+    signature = ModelSignature(Schema([ColSpec("string", "kind")]))
+    pyfunc.save_model(
+        path, RaisingModel(), artifacts={"weights": weights}, signature=signature,
+        input_example=pd.DataFrame({"kind": ["ok"]}),
+    )
     return path

@@ -35,9 +35,10 @@ def blueprint(runtime: Runtime, max_body_size: int) -> Blueprint:
     @bp.get("/ping")
     @bp.get("/health")
     def ping() -> Response:
-        if runtime.ready:
+        ready, reason = runtime.health()
+        if ready:
             return Response("\n", 200, content_type=JSON)
-        return error_response("TEMPORARILY_UNAVAILABLE", runtime.not_ready_reason, 503)
+        return error_response("TEMPORARILY_UNAVAILABLE", reason, 503)
 
     @bp.get("/version")
     def version() -> Response:
