@@ -6,6 +6,7 @@ import os
 import pickle
 from typing import Any
 
+from modelfmt import trust
 from modelfmt.environment import pinned
 from modelfmt.errors import FlavorError, ModelFormatError, UnsafeModelError
 from modelfmt.flavors._common import finish_model, model_file
@@ -34,10 +35,15 @@ def save_model(
     metadata: dict | None = None,
     code_paths: list[str] | None = None,
     overwrite: bool = False,
+    trusted_types: list[str] | None = None,
 ) -> Model:
     """Save a fitted scikit-learn estimator to ``path`` in MLflow's sklearn layout.
 
     ``pyfunc_predict_fn`` names the method the pyfunc wrapper calls (``predict``, ``predict_proba``...).
+    With ``serialization_format="skops"``, a model holding types that loading trusts by default
+    (skops' and :data:`modelfmt.trust.REVIEWED_TYPES`) is refused, naming the others, unless they are
+    in ``trusted_types``; loading it then needs the same ``trusted_types``. MLflow's
+    ``skops_trusted_types`` field is written for MLflow's loader; modelfmt never reads it.
     """
     import sklearn
 
@@ -47,15 +53,20 @@ def save_model(
         )
     if not callable(getattr(sk_model, pyfunc_predict_fn, None)):
         raise FlavorError(f"{type(sk_model).__name__} has no method {pyfunc_predict_fn!r} to use as pyfunc_predict_fn")
+    if trusted_types is not None and (isinstance(trusted_types, str) or serialization_format != "skops"):
+        raise FlavorError("trusted_types is a list of type names, for serialization_format='skops' only")
     file_name = _FILE_NAMES[serialization_format]
     with atomic_model_dir(path, overwrite) as tmp:
-        _dump(sk_model, os.path.join(tmp, file_name), serialization_format)
+        file = os.path.join(tmp, file_name)
+        _dump(sk_model, file, serialization_format)
+        skops_types = _skops_types_to_trust(file, trusted_types) if serialization_format == "skops" else None
         model = Model().add_flavor(
             FLAVOR_NAME,
             pickled_model=file_name,
             sklearn_version=sklearn.__version__,
             serialization_format=serialization_format,
-            skops_trusted_types=None,
+            # For MLflow, whose loader takes this list from MLmodel; modelfmt never reads it back.
+            skops_trusted_types=skops_types,
         )
         serializer = "skops" if serialization_format == "skops" else "cloudpickle"
         return finish_model(
@@ -90,11 +101,29 @@ def _dump(sk_model: Any, file: str, fmt: str) -> None:
         raise FlavorError(f"cannot serialise {type(sk_model).__name__} with {fmt}: {e}") from e
 
 
+def _skops_types_to_trust(file: str, trusted_types: list[str] | None) -> list[str] | None:
+    """The types of a skops file outside skops' defaults (what MLflow's loader must be told), after
+    refusing the file when default trust and ``trusted_types`` do not cover them."""
+    import skops.io
+
+    untrusted = sorted(skops.io.get_untrusted_types(file=file))
+    # Default trust only: the environment of the process saving says nothing about where it will load.
+    allowed = {*trust.reviewed_type_names(), *(trusted_types or [])}
+    refused = [t for t in untrusted if t not in allowed]
+    if refused:
+        raise UnsafeModelError(
+            f"this model holds types that loading a skops file does not trust by default: {', '.join(refused)}; "
+            "if you trust them, pass trusted_types=[...] with these names (loading the model will need the same list)"
+        )
+    return untrusted or None
+
+
 def load_model(model: str | os.PathLike | OpenedModel, **options: Any) -> Any:
     """The scikit-learn estimator saved at ``model`` (a location or an :class:`OpenedModel`).
 
-    ``options`` are opening options. skops files are audited first: types outside skops' trusted
-    set are refused, with their names, unless listed in ``trusted_types``.
+    ``options`` are opening options. skops files are audited first: types outside what is trusted by
+    default (skops' set and :data:`modelfmt.trust.REVIEWED_TYPES`) are refused, with their names,
+    unless listed in ``trusted_types`` or ``MODELFMT_TRUSTED_TYPES``; then their trees are checked.
     """
     opened = open_model(model, **options)
     opened.add_code_to_sys_path(FLAVOR_NAME)  # as pyfunc.load_model does
@@ -132,14 +161,20 @@ class _Unpickler(pickle.Unpickler):
 def _load_skops(file: str, trusted_types: list[str] | None) -> Any:
     import skops.io
 
+    from modelfmt.flavors._sklearn_checks import check_trees
+
     untrusted = skops.io.get_untrusted_types(file=file)
-    refused = sorted(set(untrusted) - set(trusted_types or []))
+    allowed = set(trust.trusted_types(trusted_types))
+    refused = sorted(set(untrusted) - allowed)
     if refused:
         raise UnsafeModelError(
-            f"the skops file {os.path.basename(file)} holds types outside skops' trusted set: "
-            f"{', '.join(refused)}; pass trusted_types=[...] with these names if you trust them"
+            f"the skops file {os.path.basename(file)} holds types modelfmt does not trust by default: "
+            f"{', '.join(refused)}; if you trust them, pass them as trusted_types=[...] "
+            f"(--trust-type NAME on the command line, or {trust.TRUSTED_TYPES_ENV})"
         )
-    return skops.io.load(file, trusted=list(untrusted))
+    estimator = skops.io.load(file, trusted=list(untrusted))
+    check_trees(estimator, os.path.basename(file))
+    return estimator
 
 
 class _SklearnWrapper:

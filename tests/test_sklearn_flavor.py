@@ -300,11 +300,29 @@ def untrusted_skops_model(tmp_path_factory, diabetes):
     X, y = diabetes
     pipe = make_pipeline(FunctionTransformer(_double), MeanRegressor()).fit(X, y)
     path = tmp_path_factory.mktemp("skops") / "m"
-    sk_flavor.save_model(pipe, str(path), serialization_format="skops")
+    sk_flavor.save_model(pipe, str(path), serialization_format="skops", trusted_types=UNTRUSTED)
     return path, pipe
 
 
 UNTRUSTED = [f"{__name__}.MeanRegressor", f"{__name__}._double"]
+
+
+def test_skops_save_of_types_default_trust_refuses_needs_trusted_types(tmp_path, diabetes):
+    """Saving what modelfmt would then refuse to load is refused, naming the types."""
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import FunctionTransformer
+
+    X, y = diabetes
+    pipe = make_pipeline(FunctionTransformer(_double), MeanRegressor()).fit(X, y)
+    with pytest.raises(UnsafeModelError) as info:
+        sk_flavor.save_model(pipe, str(tmp_path / "m"), serialization_format="skops")
+    assert all(name in info.value.message for name in UNTRUSTED) and "trusted_types=" in info.value.message
+    assert not (tmp_path / "m").exists()
+    with pytest.raises(UnsafeModelError, match=UNTRUSTED[1]):
+        sk_flavor.save_model(pipe, str(tmp_path / "m"), serialization_format="skops", trusted_types=UNTRUSTED[:1])
+    sk_flavor.save_model(pipe, str(tmp_path / "m"), serialization_format="skops", trusted_types=UNTRUSTED)
+    # Written for MLflow's loader (which reads it from MLmodel); modelfmt does not read it.
+    assert Model.load(tmp_path / "m").flavors["sklearn"]["skops_trusted_types"] == sorted(UNTRUSTED)
 
 
 @pytest.mark.parametrize("loader", [sk_flavor.load_model, pyfunc.load_model], ids=["sklearn", "pyfunc"])

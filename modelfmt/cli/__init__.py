@@ -4,13 +4,15 @@ Each command lives in a module of this package, imported only when it runs (``mo
 fast), and imports the flavors and deploy targets it needs inside its function. The commands raise; the
 group reports every failure the same way (:mod:`modelfmt.cli.report`). ``--debug`` is one option that
 every command shares, accepted before or after the command name, or set by ``MODELFMT_DEBUG``.
+``--trust-type NAME`` (repeatable) is one option every command that loads a model shares
+(:data:`TRUST_COMMANDS`); the command passes it to ``open_model`` through :func:`opening_options`.
 """
 
 from __future__ import annotations
 
 import importlib
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
 import click
@@ -28,6 +30,14 @@ LAZY_COMMANDS = {
     "build-docker": "modelfmt.cli.docker:build_docker_command",
 }
 
+# Commands that load (or ship for loading) a model: they take --trust-type.
+TRUST_COMMANDS = frozenset({"predict", "verify", "serve", "convert", "generate-dockerfile", "build-docker"})
+
+TRUST_HELP = (
+    "Trust this type in a skops file, beyond the reviewed defaults (repeatable; e.g. "
+    "mymodule.MyEstimator). MODELFMT_TRUSTED_TYPES (names separated by commas or spaces) adds more."
+)
+
 DEBUG_HELP = "Show the traceback of an error (serve: also stack traces in 500 answers, and debug logs)."
 
 # click 8.2+ raises it for a bare `modelfmt`; with 8.1 the group prints its help itself.
@@ -40,6 +50,7 @@ class CliState:
 
     debug: bool = False
     command: str | None = None
+    trusted_types: list[str] = field(default_factory=list)
 
 
 def _remember_debug(ctx: click.Context, param: click.Parameter, value: bool) -> bool:
@@ -55,6 +66,29 @@ def debug_option() -> click.Option:
         ["--debug"], is_flag=True, envvar="MODELFMT_DEBUG", show_envvar=True, expose_value=False,
         is_eager=True, callback=_remember_debug, help=DEBUG_HELP,
     )
+
+
+def _remember_trust(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -> tuple[str, ...]:
+    state = ctx.find_object(CliState)
+    if state is not None:
+        state.trusted_types.extend(v for v in value if v not in state.trusted_types)
+    return value
+
+
+def trust_option() -> click.Option:
+    """The ``--trust-type NAME`` option (repeatable), a new instance for each command that loads a model."""
+    return click.Option(
+        ["--trust-type", "trust_types"], multiple=True, metavar="NAME", expose_value=False,
+        callback=_remember_trust, help=TRUST_HELP,
+    )
+
+
+def opening_options() -> dict[str, Any]:
+    """The opening options the command line gave (``trusted_types`` from ``--trust-type``), for
+    ``open_model(location, **opening_options())``. ``MODELFMT_TRUSTED_TYPES`` is read where the model loads."""
+    ctx = click.get_current_context(silent=True)
+    state = ctx.find_object(CliState) if ctx is not None else None
+    return {"trusted_types": list(state.trusted_types)} if state and state.trusted_types else {}
 
 
 def debug_enabled() -> bool:
@@ -75,7 +109,8 @@ def fail(error: BaseException | str, exit_code: int = BAD_INPUT) -> NoReturn:
 class LazyGroup(click.Group):
     """A click group whose subcommands live in other modules and load when called.
 
-    It gives every command the shared ``--debug`` option, and reports every failure by one policy
+    It gives every command the shared ``--debug`` option (and those in :data:`TRUST_COMMANDS`
+    ``--trust-type``), and reports every failure by one policy
     (:func:`modelfmt.cli.report.report`) instead of click's ``Error:`` lines.
     """
 
@@ -91,6 +126,8 @@ class LazyGroup(click.Group):
         command: click.Command = getattr(importlib.import_module(module), attr)
         if not any(p.name == "debug" for p in command.params):
             command.params.append(debug_option())
+        if name in TRUST_COMMANDS and not any(p.name == "trust_types" for p in command.params):
+            command.params.append(trust_option())
         return command
 
     def resolve_command(

@@ -61,7 +61,7 @@ def convert(model: str, target: str, output: str | None, data_path: str | None, 
 
     Exit status: 0 written, 1 the model cannot be converted or the two disagree, 2 bad input.
     """
-    from modelfmt.cli import fail
+    from modelfmt.cli import fail, opening_options
     from modelfmt.errors import ConversionError
     from modelfmt.open import open_model
 
@@ -76,7 +76,7 @@ def convert(model: str, target: str, output: str | None, data_path: str | None, 
         raise ModelfmtError(f"--dtype is one of {', '.join(conv.DTYPES)}, got {dtype!r}", INVALID_PARAMETER_VALUE)
     if rtol < 0 or atol < 0:
         raise ModelfmtError("--rtol and --atol are >= 0", INVALID_PARAMETER_VALUE)
-    opened = open_model(model)
+    opened = open_model(model, **opening_options())
     _import_libraries()
     data = _read_data(data_path) if data_path else None
     try:

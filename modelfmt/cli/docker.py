@@ -34,11 +34,12 @@ def generate_dockerfile_command(
     modelfmt_wheel: str | None, template: str | None,
 ) -> None:
     """Write a docker build context (Dockerfile, wheels, model) for MODEL into OUTPUT_DIR."""
+    from modelfmt.cli import opening_options
     from modelfmt.open import open_model
     from modelfmt.serving.docker.build import generate_dockerfile
 
     generate_dockerfile(
-        open_model(model), output_dir, base_image,
+        open_model(model, **opening_options()), output_dir, base_image,
         python_version=python_version, modelfmt_wheel=modelfmt_wheel, template=template,
     )
     click.echo(f"wrote a build context to {output_dir}; build it with: docker build --network none -t TAG {output_dir}")
@@ -53,12 +54,13 @@ def build_docker_command(
     modelfmt_wheel: str | None, template: str | None, no_cache: bool,
 ) -> None:
     """Build a docker image TAG that serves MODEL on port 8080."""
+    from modelfmt.cli import opening_options
     from modelfmt.open import open_model
     from modelfmt.serving.docker import client as docker_cli
     from modelfmt.serving.docker.build import build_docker
 
     build_docker(
-        open_model(model), tag, base_image,
+        open_model(model, **opening_options()), tag, base_image,
         python_version=python_version, modelfmt_wheel=modelfmt_wheel, template=template, no_cache=no_cache,
     )
     size = docker_cli.image_config(tag).get("Size", 0) / 1e6

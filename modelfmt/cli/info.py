@@ -93,10 +93,11 @@ def info(model: str) -> None:
 @click.argument("model", type=click.Path())
 def verify(model: str) -> None:
     """Load a model and score its input example; exit 2 when either fails."""
+    from modelfmt.cli import opening_options
     from modelfmt.example import load_input_example
     from modelfmt.flavors.pyfunc import load_model
 
-    opened = open_model(model)
+    opened = open_model(model, **opening_options())
     pm = load_model(opened)
     example = load_input_example(opened.path, opened.model)
     if example is None:

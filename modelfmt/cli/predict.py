@@ -93,12 +93,13 @@ def _write(path: str, out: bytes) -> None:
               help="Output format (default: from the extension).")
 def predict(model: str, input_path: str, output_path: str, in_format: str | None, out_format: str | None) -> None:
     """Score INPUT with MODEL and write the predictions to OUTPUT."""
+    from modelfmt.cli import opening_options
     from modelfmt.flavors.pyfunc import load_model
     from modelfmt.open import open_model
 
     fmt_in = format_for(input_path, in_format)
     fmt_out = format_for(output_path, out_format)
-    opened = open_model(model)
+    opened = open_model(model, **opening_options())
     body = _read(input_path)  # before loading the model: a wrong input path fails fast
     pm = load_model(opened)
     data, params = read_input(body, fmt_in, opened.model.get_input_schema())

@@ -58,10 +58,10 @@ def serve(model: str, host: str, port: int, workers: int | None, threads: int, t
     With --debug (before or after the command name, or MODELFMT_DEBUG) 500 answers carry stack traces
     and the logs go down to debug.
     """
-    from modelfmt.cli import debug_enabled
+    from modelfmt.cli import debug_enabled, opening_options
     from modelfmt.open import open_model
     from modelfmt.serving.server import run
 
-    opened = open_model(model)  # a wrong path fails here, in one line, before any worker starts
+    opened = open_model(model, **opening_options())  # a wrong path fails here, in one line, before any worker starts
     run(opened, host=host, port=port, workers=workers, threads=threads, timeout=timeout,
         max_body_size=max_body_size, debug=debug_enabled())

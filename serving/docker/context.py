@@ -24,6 +24,7 @@ from modelfmt.environment import read_requirements, requirement_name
 from modelfmt.errors import DeployError
 from modelfmt.model import PYFUNC_FLAVOR, Model
 from modelfmt.open import OpenedModel, open_model
+from modelfmt.trust import TRUSTED_TYPES_ENV
 
 TEMPLATE_NAME = "Dockerfile.template"
 VENV = "/opt/modelfmt"
@@ -35,6 +36,7 @@ DEFAULT_GLIBC = (2, 36)  # Debian bookworm, the base of python:3.x-slim images u
 _DROPPED = {"modelfmt", "mlflow", "mlflow-skinny"}
 _PLACEHOLDER = re.compile(r"\{\{\s*(\w+)\s*\}\}")
 _SLIM_TAG = re.compile(r"(?:^|/)python:(\d+)\.(\d+)")
+_TYPE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*$")  # dotted names only: they go into the Dockerfile
 
 _log = logging.getLogger(__name__)
 
@@ -138,10 +140,22 @@ def find_template(template: str | None = None) -> str:
     raise DeployError(f"cannot find {TEMPLATE_NAME} (looked next to the serving package and in {sys.prefix}/share)")
 
 
-def render_dockerfile(target: Target, template: str | None = None) -> str:
-    """The Dockerfile text for ``target``: the template with its ``{{ name }}`` fields filled."""
+def render_dockerfile(target: Target, template: str | None = None, trusted_types: Sequence[str] = ()) -> str:
+    """The Dockerfile text for ``target``: the template with its ``{{ name }}`` fields filled.
+
+    ``trusted_types`` (``--trust-type``) are baked into the image as ``MODELFMT_TRUSTED_TYPES``, which
+    its server reads; a template without a ``{{ trusted_types }}`` field cannot take them.
+    """
     with open(find_template(template), encoding="utf-8") as f:
         text = f.read()
+    bad = [t for t in trusted_types if not _TYPE_NAME.match(t)]
+    if bad:
+        raise DeployError(f"not a type name: {bad[0]!r} (trusted types are dotted names, e.g. mymodule.MyEstimator)")
+    if trusted_types and not any(m.group(1) == "trusted_types" for m in _PLACEHOLDER.finditer(text)):
+        raise DeployError(
+            f"the Dockerfile template has no {{{{ trusted_types }}}} field to set {TRUSTED_TYPES_ENV} with the "
+            "trusted types; add it to the template's ENV line, or pass the variable with docker run -e"
+        )
     values = {
         "base_image": target.base_image,
         "python_version": target.python_version,
@@ -149,6 +163,7 @@ def render_dockerfile(target: Target, template: str | None = None) -> str:
         "venv": VENV,
         "model_dir": MODEL_DIR,
         "uid": str(UID),
+        "trusted_types": ",".join(trusted_types),
     }
 
     def fill(m: re.Match) -> str:
@@ -169,12 +184,16 @@ def write_context(
     pip_options: Sequence[str] = (),
 ) -> str:
     """Write a complete build context for ``model`` (a location or an :class:`OpenedModel`) into
-    ``output_dir`` (created; must be empty)."""
-    model_path = open_model(model).path
+    ``output_dir`` (created; must be empty). The model's ``trusted_types`` opening option is baked into
+    the image (:func:`render_dockerfile`)."""
+    opened = open_model(model)
+    model_path = opened.path
     existed = os.path.isdir(output_dir)
     if existed and os.listdir(output_dir):
         raise DeployError(f"output directory {output_dir!r} is not empty")
-    dockerfile = render_dockerfile(target, template)  # fails early on a bad template
+    # The caller's trust (an opening option) goes into the image; the host's MODELFMT_TRUSTED_TYPES does not.
+    trusted = opened.options.get("trusted_types") or ()
+    dockerfile = render_dockerfile(target, template, trusted)  # fails early on a bad template
     os.makedirs(output_dir, exist_ok=True)
     try:
         _fill_context(model_path, output_dir, target, dockerfile, modelfmt_wheel, pip_options)
