@@ -39,6 +39,7 @@ _WORKER_MODELS: OrderedDict[str, Any] = OrderedDict()
 
 def spark_udf(
     spark: Any, model: str | os.PathLike | OpenedModel, result_type: Any = None, params: dict | None = None,
+    trusted_types: list[str] | None = None,
 ) -> ModelUDF:
     """A Spark UDF scoring ``model`` (a location or an :class:`OpenedModel`).
 
@@ -47,8 +48,10 @@ def spark_udf(
     signature's input names. ``result_type`` is a Spark ``DataType`` or DDL string (``"double"``,
     ``"array<float>"``, ``"struct<a:double,b:double>"``); by default it follows the output schema, and is
     ``double`` when there is none. ``params`` are checked against the params schema now, not per batch.
+    ``trusted_types`` (skops types trusted beyond the defaults) is the opening option; it goes to the
+    workers together with this process's ``MODELFMT_TRUSTED_TYPES``, which they may not see.
     """
-    opened = open_model(model)
+    opened = open_model(model, **({} if trusted_types is None else {"trusted_types": trusted_types}))
     path, meta = opened.path, opened.model
     rtype = resolve_result_type(result_type, meta.get_output_schema())
     checked = enforce_params(params, meta.get_params_schema())
@@ -58,7 +61,18 @@ def spark_udf(
             "Applying modelfmt.flavors.spark.load_model(path).transform(df) is much faster", path
         )
     archive = _ship(spark, path, meta)
-    return ModelUDF(_Job(archive, path, rtype.json(), checked, dict(opened.options)), rtype, meta)
+    return ModelUDF(_Job(archive, path, rtype.json(), checked, _worker_options(opened)), rtype, meta)
+
+
+def _worker_options(opened: OpenedModel) -> dict:
+    """The opening options for the workers: the driver's, with its ``MODELFMT_TRUSTED_TYPES`` added."""
+    from modelfmt.trust import caller_trusted_types
+
+    options = dict(opened.options)
+    trusted = caller_trusted_types(options.get("trusted_types"))
+    if trusted:
+        options["trusted_types"] = trusted
+    return options
 
 
 class _Job(NamedTuple):
