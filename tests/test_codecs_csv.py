@@ -77,3 +77,16 @@ def test_unparseable_csv(raw, match):
 def test_empty_body():
     with pytest.raises(PayloadError, match="empty"):
         decode(b"")
+
+
+def test_csv_gets_the_same_conversions_as_json():
+    schema = Schema([ColSpec("double", "a"), ColSpec("long", "n"), ColSpec("string", "code"), ColSpec("datetime", "t")])
+    text = "a,n,code,t\n1.5,2,7,2024-01-01T00:00:00\n,3,x,2024-01-01T00:00:00.123456\nNaN,4,,\n"
+    out = enforce_schema(decode(text, schema), schema)
+    assert out["a"].tolist()[0] == 1.5 and out["a"].isna().tolist() == [False, True, True]
+    assert out["code"].tolist() == ["7", "x", None]
+    assert out["t"].dtype == np.dtype("datetime64[ns]") and out["t"].dt.microsecond.tolist()[:2] == [0, 123456]
+    with pytest.raises(SchemaError, match="column 'a': expected double, got the string 'abc', which is not a number"):
+        enforce_schema(decode("a,n,code,t\nabc,1,x,2024-01-01\n", schema), schema)
+    with pytest.raises(SchemaError, match="column 'n'.*missing values"):
+        enforce_schema(decode("a,n,code,t\n1.0,,x,2024-01-01\n", schema), schema)
