@@ -232,6 +232,10 @@ class _Unpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str) -> Any:
         if self._rename is not None:
             module = self._rename(module)
+        if name == "subimport" and module in ("cloudpickle.cloudpickle", "cloudpickle"):
+            # cloudpickle imports a module a pickled object refers to (e.g. the one holding
+            # MLflow's TypeFromExample) with this function: an mlflow one gets its stand-ins.
+            return self._subimport
         if _is_mlflow(module):
             try:
                 return self._mapping[(module, name)]
@@ -245,6 +249,14 @@ class _Unpickler(pickle.Unpickler):
                 raise
         with _mlflow_shim(self._mapping):
             return super().find_class(module, name)
+
+    def _subimport(self, name: str) -> Any:
+        if not _is_mlflow(name):
+            return importlib.import_module(name)
+        finder = _ShimFinder(self._mapping)
+        module = importlib.util.module_from_spec(finder.find_spec(name))
+        finder.exec_module(module)  # a module object only, never put in sys.modules
+        return module
 
 
 def load_pickle(

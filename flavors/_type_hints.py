@@ -16,7 +16,6 @@ pydantic is never imported here: a hint can only be a pydantic model once pydant
 from __future__ import annotations
 
 import base64
-import binascii
 import datetime
 import logging
 import sys
@@ -73,7 +72,8 @@ def _no_schema_types() -> tuple:
     return found + ((sparse.csc_matrix, sparse.csr_matrix) if sparse is not None else ())
 
 
-def _is_type_from_example(hint: Any) -> bool:
+def is_type_from_example(hint: Any) -> bool:
+    """True for MLflow's ``TypeFromExample`` hint ("the input example's type")."""
     return isinstance(hint, typing.TypeVar) and hint.__name__ == "TypeFromExample"
 
 
@@ -102,7 +102,7 @@ def validated_hint(hint: Any) -> Any:
     """``hint`` if MLflow validates input against it (MLflow's ``_get_func_info_if_type_hint_supported``),
     else ``None``: no hint, ``pd.DataFrame``/``np.ndarray``-like hints, ``TypeFromExample``, or a hint
     no schema can be inferred from."""
-    if hint is None or _is_type_from_example(hint) or hint in _no_schema_types():
+    if hint is None or is_type_from_example(hint) or hint in _no_schema_types():
         return None
     try:
         schema_from_list_hint(hint)
@@ -197,6 +197,17 @@ def sanitize(data: Any) -> Any:
 
 
 # -- validation (MLflow's _validate_data_against_type_hint) -------------------------------------------
+def check(data: Any, hint: Any) -> Any:
+    """``data`` converted to ``hint`` and validated against it, as MLflow's ``predict`` wrapper does;
+    every failure is a :class:`SchemaError` worded as MLflow words it."""
+    try:
+        return validate_data_against_type_hint(convert_data_to_type_hint(data, hint), hint)
+    except SchemaError:
+        raise
+    except ValueError as e:  # text that is no datetime or base64: MLflow's wrapper names the hint
+        raise SchemaError(f"Failed to validate the input data against the type hint `{hint}`. Error: {e}") from None
+
+
 def validate_data_against_type_hint(data: Any, hint: Any) -> Any:
     """``data`` checked against ``hint``, strictly; dicts for a pydantic hint become its instances.
 
@@ -227,19 +238,17 @@ def validate_data_against_type_hint(data: Any, hint: Any) -> Any:
 
 
 def _parse_primitive(data: Any, hint: Any) -> Any:
-    # JSON has neither bytes nor datetimes: MLflow's server takes base64 and ISO 8601 text for them.
+    """JSON has neither bytes nor datetimes: base64 and ISO 8601 text stand for them, as in MLflow's server.
+
+    Text that does not parse raises ``ValueError`` (not :class:`SchemaError`): as in MLflow, it fails the
+    whole input, named by :func:`check`'s caller, rather than being listed as one invalid element.
+    """
     if not isinstance(data, str):
         return data
     if hint is bytes:
-        try:
-            return base64.b64decode(data.replace("\n", ""), validate=True)  # MLflow's examples wrap lines
-        except (binascii.Error, ValueError):
-            raise SchemaError(f"Expected base64 text for bytes, got {data[:40]!r}") from None
+        return base64.b64decode(data.replace("\n", ""), validate=True)  # MLflow's examples wrap lines
     if hint is datetime.datetime:
-        try:
-            return datetime.datetime.fromisoformat(data)
-        except ValueError:
-            raise SchemaError(f"Expected an ISO 8601 date and time, got {data[:40]!r}") from None
+        return datetime.datetime.fromisoformat(data)
     return data
 
 
@@ -297,6 +306,30 @@ def _validate_dict(data: Any, value_hint: Any) -> dict:
         hint = f"dict[str, {hint_repr(value_hint)}]"
         raise SchemaError(f"Failed to validate data against type hint `{hint}`, invalid elements: {invalid}")
     return result
+
+
+def convert_to_example_format(data: Any, example: Any) -> Any:
+    """A DataFrame (checked against the signature the example gave) back in the input example's form, for
+    a ``TypeFromExample`` hint (MLflow's ``_convert_dataframe_to_example_format``): a Series, a scalar,
+    a dict (one row), a list of the first column's values, or a list of row dicts."""
+    import numpy as np
+    import pandas as pd
+
+    if not isinstance(data, pd.DataFrame) or isinstance(example, pd.DataFrame):
+        return data
+    if isinstance(example, pd.Series):
+        series = data.iloc[:, 0]
+        series.name = example.name
+        return series
+    if np.isscalar(example):
+        return data.iloc[0, 0]
+    if isinstance(example, dict):
+        return data.to_dict(orient="records")[0] if len(data) == 1 else data
+    if isinstance(example, list):
+        if len(data.columns) == 1 and all(np.isscalar(x) for x in example):
+            return data.iloc[:, 0].tolist()
+        return data.to_dict(orient="records")
+    return data
 
 
 # -- MLflow's older conversion in its pyfunc wrapper (_PythonModelPyfuncWrapper._convert_input) ---------

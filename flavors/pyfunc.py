@@ -15,7 +15,7 @@ from modelfmt.environment import pinned, warn_version_mismatches
 from modelfmt.errors import FlavorError, ModelfmtError, ModelFormatError
 from modelfmt.failures import model_failure
 from modelfmt.flavor_lookup import check_flavor_options, flavor_module, loader_flavor
-from modelfmt.flavors import _mlflow_names
+from modelfmt.flavors import _mlflow_names, _type_hints
 from modelfmt.flavors._common import finish_model
 from modelfmt.flavors._legacy_names import legacy_names_for, new_module_name, saved_by_0_1
 from modelfmt.io import atomic_model_dir
@@ -218,9 +218,17 @@ def load_model(model: str | os.PathLike | OpenedModel, **options: Any) -> PyFunc
 
 
 class _PythonModelWrapper:
-    """Calls a user's ``PythonModel.predict`` with or without ``context`` and ``params``, as it takes them."""
+    """Calls a user's ``PythonModel.predict`` with or without ``context`` and ``params``, as it takes them.
 
-    def __init__(self, python_model: Any, context: PythonModelContext) -> None:
+    A type-hinted ``predict`` gets its input as MLflow hands it over (:mod:`modelfmt.flavors._type_hints`):
+    first MLflow's older DataFrame conversion for ``list[str]``/``list[dict[str, str]]``, then the hint's
+    conversion and validation. An MLflow model's pickled ``predict`` does the latter itself (MLflow
+    wrapped it when the class was defined, ``_is_pyfunc``); for our own ``PythonModel`` we do it here.
+    """
+
+    def __init__(
+        self, python_model: Any, context: PythonModelContext, input_schema: Any = None, input_example: Any = None
+    ) -> None:
         self.python_model = python_model
         self.raw_model = python_model
         self.context = context
@@ -235,13 +243,21 @@ class _PythonModelWrapper:
         self._takes_params = "params" in names or any(
             p is not None and p.kind == p.VAR_KEYWORD for p in parameters.values()
         )
-        # As MLflow: a ``list[...]`` hint on the input turns the (enforced) DataFrame into a list.
-        self._input_hint = _mlflow_names.predict_type_hints(python_model).input
-        self._convert_to_hint = _mlflow_names.convert_to_hint
+        # As MLflow's wrapper, ask the model (a function model answers for its function).
+        hints = getattr(python_model, "predict_type_hints", None) or _mlflow_names.predict_type_hints(python_model)
+        self._input_hint = getattr(hints, "input", None)
+        self._input_schema = input_schema
+        # A ``TypeFromExample`` hint: input takes the example's form again after the signature's checks.
+        self._example = input_example if _type_hints.is_type_from_example(self._input_hint) else None
+        checks_itself = getattr(python_model.predict, "_is_pyfunc", False)
+        self._checked_hint = None if checks_itself else _type_hints.validated_hint(self._input_hint)
 
     def predict(self, data: Any, params: dict | None = None) -> Any:
-        if self._input_hint is not None:
-            data = self._convert_to_hint(data, self._input_hint)
+        if self._example is not None:
+            data = _type_hints.convert_to_example_format(data, self._example)
+        data = _type_hints.convert_frame_input(data, self._input_hint, self._input_schema)
+        if self._checked_hint is not None:
+            data = _type_hints.check(data, self._checked_hint)
         args = (self.context, data) if self._takes_context else (data,)
         if self._takes_params:
             return self.python_model.predict(*args, params=params)
@@ -257,12 +273,28 @@ def _unpickle(f: Any, pickle_file: str, rename: Callable[[str], str] | None) -> 
         return _mlflow_names.load_pickle(f, _stand_ins(), rename)
     except ModelfmtError:
         raise
+    except ModuleNotFoundError as e:
+        # E.g. a pydantic model in a type hint: the class is rebuilt only where its library imports.
+        top = (e.name or "").split(".")[0]
+        raise FlavorError(
+            f"cannot load {pickle_file}: the model needs the Python package {top!r}, which cannot be imported "
+            f"here (No module named {e.name!r}); install it, e.g. from the model's requirements.txt"
+        ) from e
     except Exception as e:  # noqa: BLE001 - unpickling can fail in many ways; all mean the same to the user
         raise ModelFormatError(f"cannot unpickle {pickle_file}: {type(e).__name__}: {e}") from e
 
 
-def _wrap(python_model: Any, path: str, artifacts: dict, model_config: dict | None) -> _PythonModelWrapper:
-    """Give the unpickled model its context (``load_context``) and wrap it."""
+def _wrap(
+    python_model: Any,
+    path: str,
+    artifacts: dict,
+    model_config: dict | None,
+    input_schema: Any = None,
+    input_example: Any = None,
+) -> _PythonModelWrapper:
+    """Give the unpickled model its context (``load_context``) and wrap it (``input_schema``: the
+    model's, which MLflow's DataFrame conversion for a ``list[dict[str, str]]`` hint looks at;
+    ``input_example``: the example whose form a ``TypeFromExample`` hint asks for)."""
     abs_artifacts = {
         name: os.path.join(path, a["path"] if isinstance(a, dict) else a) for name, a in (artifacts or {}).items()
     }
@@ -273,7 +305,7 @@ def _wrap(python_model: Any, path: str, artifacts: dict, model_config: dict | No
         raise
     except Exception as e:  # noqa: BLE001 - the user's code: its failure means "this model cannot load"
         raise ModelFormatError(f"{type(python_model).__name__}.load_context failed: {type(e).__name__}: {e}") from e
-    return _PythonModelWrapper(python_model, context)
+    return _PythonModelWrapper(python_model, context, input_schema, input_example)
 
 
 def load_pyfunc(opened: OpenedModel) -> _PythonModelWrapper:
@@ -290,4 +322,12 @@ def load_pyfunc(opened: OpenedModel) -> _PythonModelWrapper:
     rename = new_module_name if saved_by_0_1(opened.model) else None
     with f, legacy_names_for(opened.model):
         python_model = _unpickle(f, pickle_file, rename)
-    return _wrap(python_model, opened.path, conf.get("artifacts") or {}, conf.get("model_config"))
+    example = None
+    if opened.model.extra.get("type_hint_from_example") is True:  # MLflow's flag for a TypeFromExample hint
+        from modelfmt.example import load_input_example
+
+        example = load_input_example(opened.path, opened.model)
+    return _wrap(
+        python_model, opened.path, conf.get("artifacts") or {}, conf.get("model_config"),
+        opened.model.get_input_schema(), example,
+    )

@@ -12,11 +12,12 @@ in MLflow's serving mode (``_validate_serving_input``); ``example`` is the model
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import sys
 import warnings
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
 warnings.filterwarnings("ignore")
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
@@ -27,6 +28,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import pydantic  # noqa: E402
 from mlflow.models.utils import _validate_serving_input  # noqa: E402
+from mlflow.types.type_hints import TypeFromExample  # noqa: E402
 
 OUT = sys.argv[1]
 REQS = ["numpy", "pandas", "cloudpickle", "pydantic"]
@@ -85,6 +87,35 @@ class ListItem(mlflow.pyfunc.PythonModel):
         ]
 
 
+class ListInt(mlflow.pyfunc.PythonModel):
+    def predict(self, model_input: list[int], params=None) -> list[str]:
+        return [f"{type(n).__name__}:{n * 2}" for n in model_input]
+
+
+class ListUnion(mlflow.pyfunc.PythonModel):
+    """A union of several types is "any": MLflow checks nothing inside it."""
+
+    def predict(self, model_input: list[Union[int, str]], params=None) -> list[str]:  # noqa: UP007
+        return [f"{type(v).__name__}:{v}" for v in model_input]
+
+
+class ListDatetime(mlflow.pyfunc.PythonModel):
+    def predict(self, model_input: list[datetime.datetime], params=None) -> list[str]:
+        return [f"{type(t).__name__}:{t.isoformat()}" for t in model_input]
+
+
+class ListBytes(mlflow.pyfunc.PythonModel):
+    def predict(self, model_input: list[bytes], params=None) -> list[str]:
+        return [f"{type(b).__name__}:{b.hex()}" for b in model_input]
+
+
+class FromExample(mlflow.pyfunc.PythonModel):
+    """``TypeFromExample``: the input takes the input example's type (here a list)."""
+
+    def predict(self, model_input: TypeFromExample, params=None) -> list[str]:
+        return [f"{type(model_input).__name__}:{_show(model_input)}"]
+
+
 def list_dict_str_function(model_input: list[dict[str, str]]) -> list[str]:
     return [",".join(f"{k}={v}" for k, v in sorted(d.items())) for d in model_input]
 
@@ -98,6 +129,11 @@ MODELS = {
     "dict_str_int": (DictStrInt(), {"a": 1, "b": 2}),
     "list_item": (ListItem(), [{"name": "pen", "qty": 2, "tags": ["office"]}, {"name": "ink", "qty": 1}]),
     "function_list_dict_str": (list_dict_str_function, [{"k": "v"}]),
+    "list_int": (ListInt(), [1, 2]),
+    "list_union": (ListUnion(), [1, "a"]),
+    "list_datetime": (ListDatetime(), [datetime.datetime(2024, 1, 2, 3, 4, 5)]),
+    "list_bytes": (ListBytes(), [b"ab", b"\x00\xff"]),
+    "from_example": (FromExample(), ["p", "q"]),
 }
 
 # name -> cases: {"id", "kind": "predict"|"serve", ...}; "as": "frame" builds pd.DataFrame(value).
@@ -149,6 +185,32 @@ CASES = {
         {"id": "list", "kind": "predict", "value": [{"x": "1", "y": "2"}]},
         {"id": "inputs", "kind": "serve", "body": {"inputs": [{"x": "1"}]}},
     ],
+    "list_int": [
+        {"id": "list", "kind": "predict", "value": [1, 2]},
+        {"id": "bools", "kind": "predict", "value": [True]},
+        {"id": "floats", "kind": "predict", "value": [1.5]},
+        {"id": "frame", "kind": "predict", "value": {"n": [3, 4]}, "as": "frame"},
+        {"id": "inputs", "kind": "serve", "body": {"inputs": [5, 6]}},
+        {"id": "bad_inputs", "kind": "serve", "body": {"inputs": ["5"]}},
+    ],
+    "list_union": [
+        {"id": "list", "kind": "predict", "value": [1, "a", 2.5, None]},
+        {"id": "inputs", "kind": "serve", "body": {"inputs": [1, "b", [1]]}},
+    ],
+    "list_datetime": [
+        {"id": "text", "kind": "predict", "value": ["2024-01-02T03:04:05"]},
+        {"id": "inputs", "kind": "serve", "body": {"inputs": ["2024-01-02T03:04:05", "2025-06-07"]}},
+        {"id": "bad_inputs", "kind": "serve", "body": {"inputs": ["yesterday"]}},
+    ],
+    "list_bytes": [
+        {"id": "inputs", "kind": "serve", "body": {"inputs": ["aGVsbG8=", "AP8="]}},
+    ],
+    "from_example": [
+        {"id": "list", "kind": "predict", "value": ["a", "b"]},
+        {"id": "frame", "kind": "predict", "value": {"s": ["a", "b"]}, "as": "frame"},
+        {"id": "inputs", "kind": "serve", "body": {"inputs": ["x", "y"]}},
+        {"id": "split", "kind": "serve", "body": {"dataframe_split": {"columns": [0], "data": [["x"], ["y"]]}}},
+    ],
 }
 
 
@@ -193,7 +255,7 @@ def save_all() -> None:
             serving = os.path.join(path, "serving_input_example.json")
             if os.path.isfile(serving):
                 with open(serving) as f:
-                    report["cases"]["example"] = _answer(lambda f=f: _validate_serving_input(path, f.read()))
+                    report["cases"]["example"] = _answer(lambda f=f, path=path: _validate_serving_input(path, f.read()))
             meta = mlflow.models.Model.load(path)
             report["signature"] = meta.signature.to_dict() if meta.signature else None
             expected[name + suffix] = report
