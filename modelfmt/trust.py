@@ -76,7 +76,7 @@ REVIEWED_TYPES: tuple[tuple[str, str], ...] = (
     ),
     (
         "sklearn.neural_network._stochastic_optimizers.SGDOptimizer",
-        "As AdamOptimizer, for solver='sgd'.",
+        "As AdamOptimizer, for solver='sgd': numbers and velocity arrays, used only by fit/partial_fit.",
     ),
 )
 """``(type name, why skops rebuilds it safely)`` for each type modelfmt trusts beyond skops' defaults."""
