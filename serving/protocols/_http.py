@@ -1,14 +1,30 @@
-"""HTTP helpers every protocol's routes share: reading a bounded request body."""
+"""HTTP helpers every protocol's routes share: reading a bounded request body.
+
+A body is read piece by piece into one growing buffer (``io.BytesIO``, whose ``getvalue`` hands its
+buffer over without a copy), so a server holds at most the limit plus one piece, whether the body
+declares its length or comes chunked, and a body over the limit is dropped as soon as it passes it.
+"""
 
 from __future__ import annotations
 
+import io
 from typing import Any
 
 from modelfmt.errors import PayloadError, PayloadTooLargeError
 
+# Bytes asked of the WSGI input per read: gunicorn's own largest read step, so no read is split twice.
+PIECE = 1024 * 1024
+# A refused body is read and dropped up to this much: a client still sending when the connection
+# closes gets a reset instead of the 413; a body far over the limit is not worth reading.
+DISCARD_CAP = 8 * 1024 * 1024
+
 
 def read_body(environ: dict, limit: int) -> bytes:
-    """The request body, refusing it (413) past ``limit`` bytes without reading what is declared too big."""
+    """The request body, refusing it (413) past ``limit`` bytes, in memory bounded by ``limit``.
+
+    A body declared too big is not read; a chunked one is read until it passes the limit. A body the
+    server cannot read (a malformed chunked encoding, a body cut short) is the client's: 400.
+    """
     length = environ.get("CONTENT_LENGTH")
     stream = environ["wsgi.input"]
     if length:
@@ -21,19 +37,45 @@ def read_body(environ: dict, limit: int) -> bytes:
         if n > limit:
             _discard(stream, n)
             raise PayloadTooLargeError(f"the body is {n} bytes, over the limit of {limit} bytes (--max-body-size)")
-        return stream.read(n)
-    body = stream.read(limit + 1)  # chunked: no declared length, read one byte past the limit to know
+        return _read(stream, n, environ)
+    # No declared length (chunked): read one byte past the limit to know it is over.
+    body = _read(stream, limit + 1, environ)
     if len(body) > limit:
+        del body  # dropped before draining the rest, so the refused body is never held twice
+        _discard(stream, DISCARD_CAP)
         raise PayloadTooLargeError(f"the body is over the limit of {limit} bytes (--max-body-size)")
     return body
 
 
-def _discard(stream: Any, n: int, cap: int = 8 * 1024 * 1024) -> None:
-    """Read and drop up to ``cap`` bytes of a refused body: a client still sending when the connection
-    closes gets a reset instead of the 413; a body far over the limit is not worth reading."""
-    left = min(n, cap)
-    while left > 0:
-        chunk = stream.read(min(left, 256 * 1024))
-        if not chunk:
-            break
-        left -= len(chunk)
+def _read(stream: Any, most: int, environ: dict) -> bytes:
+    """Up to ``most`` bytes of ``stream`` (fewer at its end), read a piece at a time into one buffer."""
+    buf = io.BytesIO()
+    left = most
+    try:
+        while left > 0:
+            piece = stream.read(min(left, PIECE))
+            if not piece:
+                break
+            buf.write(piece)
+            left -= len(piece)
+    except Exception as e:  # noqa: BLE001 - servers raise their own parse errors (gunicorn: InvalidChunkSize...)
+        raise PayloadError(f"cannot read the request body{_framing(environ)}: {type(e).__name__}: {e}") from None
+    return buf.getvalue()
+
+
+def _framing(environ: dict) -> str:
+    """`` (chunked)`` when the body came chunked: the likeliest cause of a body that cannot be read."""
+    return " (malformed chunked encoding)" if "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower() else ""
+
+
+def _discard(stream: Any, n: int) -> None:
+    """Read and drop up to :data:`DISCARD_CAP` of ``n`` more bytes of a refused body, one piece at a time."""
+    left = min(n, DISCARD_CAP)
+    try:
+        while left > 0:
+            chunk = stream.read(min(left, PIECE))
+            if not chunk:
+                break
+            left -= len(chunk)
+    except Exception:  # noqa: BLE001, S110 - the body is refused anyway; a bad rest of it changes nothing
+        pass
