@@ -1,13 +1,16 @@
 """Request timeouts for gunicorn workers: a 504 for a request that runs too long, then a fresh worker.
 
 Python cannot stop a call stuck in a model, so the worker that holds it is retired: the watchdog answers
-504 on the request's own socket, lets the worker's other requests finish, and exits; gunicorn's master
-starts a replacement.
+504 on the request's own socket, stops the worker taking new requests, and keeps watching while the
+worker's other requests finish: each of them that runs past its own deadline meanwhile gets its 504 too.
+Then the worker exits and gunicorn's master starts a replacement. Every 504 gets its access-log line,
+in the format gunicorn writes for the others (gunicorn never logs a request whose call does not return).
 """
 
 from __future__ import annotations
 
 import contextlib
+import datetime
 import logging
 import os
 import signal
@@ -19,16 +22,19 @@ from typing import Any
 
 _log = logging.getLogger("modelfmt.serving")
 WORKER: Any = None  # this process's gunicorn worker, set by ``modelfmt.serving.server`` once it has booted
+# Seconds a retiring worker waits beyond the timeout: gunicorn lets a kept-alive connection send one
+# more request for 2 s after a graceful stop begins, and that request may run for the whole timeout.
+_RETIRE_SLACK = 3.0
 
 
 class _InFlight:
-    __slots__ = ("deadline", "started", "sock", "path", "lock", "done", "claimed")
+    __slots__ = ("deadline", "started", "sock", "environ", "lock", "done", "claimed")
 
     def __init__(self, timeout: float, environ: dict) -> None:
         self.started = time.monotonic()
         self.deadline = self.started + timeout
         self.sock = environ.get("gunicorn.socket")
-        self.path = environ.get("PATH_INFO", "")
+        self.environ = environ
         self.lock = threading.Lock()
         self.done = False
         self.claimed = False
@@ -45,6 +51,7 @@ class TimeoutGuard:
         self.app = app
         self.timeout = timeout
         self._inflight: dict[int, _InFlight] = {}
+        self._exit_by: float | None = None  # set once retiring: the worker exits by then at the latest
         # Built in the worker (after fork), so the thread lives in the process that serves.
         self._thread = threading.Thread(target=self._watch, name="modelfmt-timeouts", daemon=True)
         self._thread.start()
@@ -70,10 +77,16 @@ class TimeoutGuard:
             now = time.monotonic()
             wake = now + self.timeout
             for entry in list(self._inflight.values()):
+                if entry.claimed:
+                    continue
                 if entry.deadline <= now:
                     self._expire(entry)
                 else:
                     wake = min(wake, entry.deadline)
+            if self._exit_by is not None:
+                if self._may_exit(now):
+                    self._exit()
+                wake = min(wake, now + 0.05)  # while retiring, look at the worker's connections often
             time.sleep(max(wake - time.monotonic(), 0.005))
 
     def _expire(self, entry: _InFlight) -> None:
@@ -82,32 +95,44 @@ class TimeoutGuard:
                 return
             entry.claimed = True
         elapsed = time.monotonic() - entry.started
+        path = entry.environ.get("PATH_INFO", "")
         _log.error(
             "%s ran %.1fs, past the timeout of %gs: answered 504; replacing worker %d",
-            entry.path, elapsed, self.timeout, os.getpid(),
+            path, elapsed, self.timeout, os.getpid(),
         )
-        _count_timeout(entry.path, elapsed)
-        _send_504(entry.sock, self.timeout)
-        self._retire()
+        _count_timeout(path, elapsed)
+        sent = _send_504(entry.sock, self.timeout)
+        _access_log(entry.environ, sent, elapsed)
+        if self._exit_by is None:
+            self._retire()
 
     def _retire(self) -> None:
-        """Stop taking requests, let this worker's other connections finish, then exit for a fresh worker."""
+        """Stop taking requests; the watchdog then exits the worker once its other requests are over."""
+        # Every request in flight now ends (or is answered 504) by its deadline, within the timeout.
+        self._exit_by = time.monotonic() + self.timeout + _RETIRE_SLACK
         worker = WORKER
         if worker is not None:
             # gunicorn's own graceful stop: no new connections, kept-alive ones closed cleanly (gthread).
             worker.handle_exit(signal.SIGTERM, None)
-        deadline = time.monotonic() + 10.0
-        time.sleep(0.1)
-        while time.monotonic() < deadline:
-            entries = list(self._inflight.values())
-            stuck = sum(e.claimed for e in entries)
-            conns = getattr(worker, "nr_conns", None)  # gthread only: accepted, kept-alive or in flight
-            if len(entries) == stuck and (conns is None or conns <= stuck):
-                break
-            time.sleep(0.05)
-        for handler in logging.getLogger().handlers + _log.handlers:
-            with contextlib.suppress(Exception):
-                handler.flush()
+
+    def _may_exit(self, now: float) -> bool:
+        """Whether every request left is one the watchdog answered, with no other connection open."""
+        assert self._exit_by is not None
+        if now >= self._exit_by:
+            return True
+        entries = list(self._inflight.values())
+        stuck = sum(e.claimed for e in entries)
+        conns = getattr(WORKER, "nr_conns", None)  # gthread only: accepted, kept-alive or in flight
+        return len(entries) == stuck and (conns is None or conns <= stuck)
+
+    def _exit(self) -> None:
+        for entry in list(self._inflight.values()):
+            if not entry.claimed:  # only past the retiring deadline: answered rather than cut off
+                self._expire(entry)
+        for name in ("", "modelfmt", "gunicorn.access", "gunicorn.error"):
+            for handler in logging.getLogger(name).handlers:
+                with contextlib.suppress(Exception):
+                    handler.flush()
         os._exit(0)  # the stuck call would keep the process alive for ever
 
 
@@ -120,19 +145,49 @@ def _count_timeout(path: str, elapsed: float) -> None:
         m.observe(path, "504", elapsed)
 
 
-def _send_504(sock: Any, timeout: float) -> None:
+def _timeout_body(timeout: float) -> bytes:
     import orjson
 
-    body = orjson.dumps(
+    return orjson.dumps(
         {"error_code": "REQUEST_TIMEOUT", "message": f"the request ran past the server's timeout of {timeout:g}s"}
     )
+
+
+def _send_504(sock: Any, timeout: float) -> int | None:
+    """Write the 504 on ``sock`` and shut it; the body bytes sent (``None`` when it could not be sent)."""
+    body = _timeout_body(timeout)
     head = (
         "HTTP/1.1 504 Gateway Timeout\r\nContent-Type: application/json\r\n"
         f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
     ).encode("ascii")
     if sock is None:
-        return
-    with contextlib.suppress(OSError):
+        return None
+    try:
         sock.settimeout(5.0)
         sock.sendall(head + body)
-        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        return None
+    finally:
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
+    return len(body)
+
+
+class _Answered:
+    """What gunicorn's access logger reads of a response, for a 504 the watchdog wrote itself."""
+
+    status = "504 Gateway Timeout"
+
+    def __init__(self, sent: int | None) -> None:
+        self.sent = sent
+        self.headers = [("Content-Type", "application/json"), ("Connection", "close")]
+
+
+def _access_log(environ: dict, sent: int | None, elapsed: float) -> None:
+    """One access-log line for a 504, through the worker's own gunicorn logger (same format, same stream)."""
+    log = getattr(WORKER, "log", None)
+    if log is None:
+        return
+    headers = [(k[5:].replace("_", "-"), v) for k, v in environ.items() if k.startswith("HTTP_")]
+    with contextlib.suppress(Exception):  # logging must never stop the other 504s or the exit
+        log.access(_Answered(sent), headers, environ, datetime.timedelta(seconds=elapsed))
