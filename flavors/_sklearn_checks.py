@@ -127,7 +127,7 @@ def _check_predictor(predictor: Any, owner: Any, where: str) -> None:
 
 def _check_known_categories(owner: Any, features: Any, where: str) -> None:
     """A categorical split reads the estimator's known-category bitset of its feature: it must have one."""
-    mapper = getattr(owner, "_bin_mapper", None)
+    mapper: Any = getattr(owner, "_bin_mapper", None)
     is_categorical = getattr(mapper, "is_categorical_", None)
     if is_categorical is None or len(is_categorical) <= int(features.max()) or not is_categorical[features].all():
         raise _bad(where, "a categorical split on a feature the estimator does not treat as categorical")
