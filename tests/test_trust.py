@@ -292,6 +292,16 @@ def test_build_context_bakes_trusted_types_into_the_image(tmp_path):
     assert f'MODELFMT_TRUSTED_TYPES="{CUSTOM},a.B"' in render_dockerfile(target, trusted_types=[CUSTOM, "a.B"])
     with pytest.raises(DeployError, match="not a type name"):
         render_dockerfile(target, trusted_types=['x" \\\nRUN evil'])
+    # generate_dockerfile(trusted_types=) and --trust-type reach the rendering (checked before any wheel).
+    from modelfmt.serving.docker.build import generate_dockerfile
+
+    model = tmp_path / "model"
+    sk_flavor.save_model(_forest()[0], str(model), serialization_format="skops")
+    with pytest.raises(DeployError, match="not a type name: 'a b'"):
+        generate_dockerfile(str(model), str(tmp_path / "ctx"), "python:3.12-slim", trusted_types=["a b"])
+    cli = subprocess.run([*MODELFMT, "generate-dockerfile", str(model), "-o", str(tmp_path / "ctx2"),
+                          "--base-image", "python:3.12-slim", "--trust-type", "a;b"], capture_output=True, timeout=120)
+    assert cli.returncode == 2 and "not a type name: 'a;b'" in cli.stderr.decode()
     plain = tmp_path / "Dockerfile.template"
     plain.write_text("FROM {{ base_image }}\n")
     with pytest.raises(DeployError, match="trusted_types"):

@@ -77,6 +77,10 @@ def _try_probe(image: str) -> dict | None:
     return docker_cli.probe_image(image)
 
 
+def _trust(trusted_types: Sequence[str] | None) -> dict:
+    return {} if trusted_types is None else {"trusted_types": list(trusted_types)}
+
+
 def generate_dockerfile(
     model: str | os.PathLike | OpenedModel,
     output_dir: str,
@@ -86,15 +90,18 @@ def generate_dockerfile(
     modelfmt_wheel: str | None = None,
     template: str | None = None,
     pip_options: Sequence[str] = (),
+    trusted_types: Sequence[str] | None = None,
 ) -> str:
     """Write a build context for ``model`` (a location or an :class:`OpenedModel`) into ``output_dir``;
     returns ``output_dir``.
 
     ``base_image`` defaults to ``$MODELFMT_BASE_IMAGE`` or ``python:<model's X.Y>-slim``;
     ``python_version`` is needed only for a base image that is neither local nor a ``python:X.Y`` tag.
-    ``pip_options`` go to ``pip download`` (e.g. ``["--index-url", URL]``).
+    ``pip_options`` go to ``pip download`` (e.g. ``["--index-url", URL]``). ``trusted_types`` (skops
+    types trusted beyond the defaults, the opening option) are baked into the image as
+    ``MODELFMT_TRUSTED_TYPES``.
     """
-    opened = open_model(model)  # MLmodel read once, here, for every step below
+    opened = open_model(model, **_trust(trusted_types))  # MLmodel read once, here, for every step below
     target = resolve_target(opened, base_image, python_version)
     return write_context(
         opened,
@@ -118,10 +125,11 @@ def build_docker(
     no_cache: bool = False,
     labels: Mapping[str, str] | None = None,
     deps_cache: str | None = CACHE_REPO,
+    trusted_types: Sequence[str] | None = None,
 ) -> str:
     """Build an image ``tag`` serving ``model``, streaming docker's output; returns ``tag``. Arguments
     as for :func:`generate_dockerfile`, then as for :func:`build_image`."""
-    opened = open_model(model)
+    opened = open_model(model, **_trust(trusted_types))
     docker_cli.check_daemon()
     with tempfile.TemporaryDirectory(prefix="modelfmt-docker-") as tmp:
         context = os.path.join(tmp, "context")
