@@ -342,15 +342,28 @@ def docker_ready() -> None:
         )
 
 
-def docker_cleanup(tag: str) -> list[str]:
-    """Remove the containers of ``tag`` and the image; returns what could not be removed."""
-    def docker(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run(["docker", *args], capture_output=True, text=True, timeout=120, check=False)
+def _docker(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["docker", *args], capture_output=True, text=True, timeout=120, check=False)
 
+
+def deps_caches() -> set[str]:
+    """The dependency-stage cache images on the daemon (``build-docker`` keeps one per dependency set)."""
+    listed = _docker(
+        "images", "--filter", "label=org.modelfmt.image=deps-cache", "--format", "{{.Repository}}:{{.Tag}}"
+    )
+    return set(listed.stdout.split())
+
+
+def docker_cleanup(tag: str, caches_before: set[str]) -> list[str]:
+    """Remove the containers of ``tag``, the image, and a dependency cache image the build made (one
+    that was there before may be another run's); returns what could not be removed."""
+    docker = _docker
     for cid in docker("ps", "-a", "-q", "--filter", f"ancestor={tag}").stdout.split():
         docker("rm", "-f", cid)
     if docker("image", "inspect", tag).returncode == 0:
         docker("image", "rm", tag)
+    for cache in sorted(deps_caches() - caches_before):
+        docker("image", "rm", cache)
     left = docker("ps", "-a", "-q", "--filter", f"ancestor={tag}").stdout.split()
     if docker("image", "inspect", tag).returncode == 0:
         left.append(tag)
@@ -391,6 +404,7 @@ def run_section(section: Section, workdir: str) -> None:
     if uses_docker(section):
         docker_ready()
         tag = f"modelfmt-readme-{uuid.uuid4().hex[:10]}:1"
+        caches_before = deps_caches()
         extra = {"TAG": tag, "MODELFMT_BASE_IMAGE": BASE_IMAGE}
 
     log_path = os.path.join(os.path.dirname(workdir), f"{section.anchor}.log")
@@ -436,7 +450,7 @@ def run_section(section: Section, workdir: str) -> None:
             session.close()
         log.close()
         if tag is not None:
-            left = docker_cleanup(tag)
+            left = docker_cleanup(tag, caches_before)
             assert not left, f"docker objects of the README test left behind: {left}"
     _done[section.anchor] = workdir
 
