@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import importlib
 import os
+import sys
 import uuid
+import warnings
+import weakref
 from typing import Any
 
 from modelfmt.environment import pinned
@@ -39,8 +42,31 @@ _LOCAL_SESSION_CONF = {
 }
 
 
+# PySpark 4's warning on every pandas path; nothing a user can act on (see quiet_pandas3_warning).
+_PANDAS3_WARNING = r"PySpark does not yet fully support pandas >= 3"
+
+
+def quiet_pandas3_warning() -> None:
+    """Ignore PySpark's "does not yet fully support pandas >= 3.0.0" ``FutureWarning``, from pyspark only.
+
+    PySpark 4 warns so on every path that touches pandas (a dozen per job, in the driver and in each
+    Python worker), about nothing the user can act on. The filter matches that message only when the
+    warning is attributed to a ``pyspark`` module, so the user's own warnings and filters are untouched;
+    it is one process-wide entry (``catch_warnings`` could not reach the workers' serializers, and is not
+    thread-safe). Calling it again does not add a second entry.
+    """
+    warnings.filterwarnings(
+        "ignore", message=_PANDAS3_WARNING, category=FutureWarning, module=r"pyspark(\.|$)"
+    )
+
+
 def spark_session() -> Any:
-    """The active SparkSession, or a new ``local[*]`` one configured for scoring on this machine."""
+    """The active SparkSession, or a new ``local[*]`` one configured for scoring on this machine.
+
+    A session started here runs its Python workers with this interpreter when ``PYSPARK_PYTHON`` is
+    not set (PySpark would start ``python3`` from ``PATH``, which may lack pandas and modelfmt).
+    """
+    quiet_pandas3_warning()
     from pyspark import SparkContext
     from pyspark.sql import SparkSession
 
@@ -52,7 +78,11 @@ def spark_session() -> Any:
     builder = SparkSession.builder.master("local[*]").appName("modelfmt")
     for key, value in _LOCAL_SESSION_CONF.items():
         builder = builder.config(key, value)
-    return builder.getOrCreate()
+    session = builder.getOrCreate()
+    if "PYSPARK_PYTHON" not in os.environ:
+        # Read by every UDF built on this context from now on (PySpark reads the variable only at start).
+        session.sparkContext.pythonExec = sys.executable
+    return session
 
 
 def _is_local(spark: Any) -> bool:
@@ -169,9 +199,24 @@ def _load(spark: Any, opened: OpenedModel, dfs_tmpdir: str | None = None) -> Any
         tmp = _dfs_tmp_path(dfs_tmpdir)
         fs, jpath = _hadoop_fs(spark, tmp)
         fs.copyFromLocalFile(False, True, spark._jvm.org.apache.hadoop.fs.Path(_file_uri(data)), jpath)
-        return cls.load(tmp)
+        try:
+            loaded = cls.load(tmp)
+        except BaseException:
+            _delete(fs, jpath)
+            raise
     except Exception as e:  # noqa: BLE001 - Py4J and Spark raise many types; all mean "cannot read"
         raise ModelFormatError(f"cannot load the Spark model in {data!r}: {type(e).__name__}: {e}") from e
+    # Not deleted right away: some models read their data lazily from it (ALSModel's factors are
+    # DataFrames over these files). Deleted when the model is garbage-collected or the process exits.
+    weakref.finalize(loaded, _delete, fs, jpath)
+    return loaded
+
+
+def _delete(fs: Any, jpath: Any) -> None:
+    try:
+        fs.delete(jpath, True)
+    except Exception:  # noqa: BLE001 - at exit the JVM may be gone already; nothing left to do then
+        pass
 
 
 def _model_class(name: str | None) -> Any:

@@ -14,7 +14,7 @@ import sys
 import pytest
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def get_spark():
     """The suite's ``local[2]`` session: loopback only, no UI, fast-starting driver JVM."""
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)

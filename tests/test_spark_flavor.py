@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import os
+import shutil
 import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
@@ -14,7 +15,9 @@ import pytest
 
 pytest.importorskip("pyspark")
 
-from spark_session import spark  # noqa: E402,F401 - the shared session fixture
+import spark_session  # noqa: E402
+
+spark = spark_session.spark  # the shared session fixture, under the name the tests ask for
 
 pytestmark = pytest.mark.filterwarnings("ignore:PySpark does not yet fully support pandas:FutureWarning")
 
@@ -37,8 +40,9 @@ _MLFLOW_SCRIPT = textwrap.dedent(
     from sklearn.datasets import load_diabetes
     ours, mlflow_dir, out = sys.argv[1:4]
     X, y = load_diabetes(return_X_y=True, as_frame=True)
-    pipe = Pipeline(stages=[VectorAssembler(inputCols=list(X.columns), outputCol="features"),
-                            LinearRegression(labelCol="target", regParam=0.1)]).fit(spark.createDataFrame(X.assign(target=y)))
+    stages = [VectorAssembler(inputCols=list(X.columns), outputCol="features"),
+              LinearRegression(labelCol="target", regParam=0.1)]
+    pipe = Pipeline(stages=stages).fit(spark.createDataFrame(X.assign(target=y)))
     mlflow.spark.save_model(pipe, mlflow_dir, input_example=X.head(3), pip_requirements=["pyspark"])
     result = {
         "mlflow_own": [float(v) for v in mlflow.pyfunc.load_model(mlflow_dir).predict(X.head(20))],
@@ -189,6 +193,26 @@ def test_dfs_tmpdir_round_trip(spark, tmp_path):
     loaded = spark_flavor.load_model(str(tmp_path / "m"), dfs_tmpdir=str(dfs))
     out = loaded.transform(spark.createDataFrame(pd.DataFrame({"x": [0.5, 1.5]}))).toPandas()
     assert out["bucket"].tolist() == [0.0, 1.0]
+    # The copy stays while the model is alive (ALS models read their factors from it lazily) ...
+    assert len(list(dfs.iterdir())) == 1
+    del loaded
+    gc.collect()
+    assert list(dfs.iterdir()) == []  # ... and goes with it
+
+
+def test_dfs_tmpdir_copy_is_removed_when_loading_fails(spark, tmp_path):
+    from pyspark.ml.feature import Bucketizer
+
+    from modelfmt.errors import ModelFormatError
+    from modelfmt.flavors import spark as spark_flavor
+
+    dfs = tmp_path / "dfs"
+    bucketizer = Bucketizer(splits=[0.0, 1.0, 2.0], inputCol="x", outputCol="bucket")
+    spark_flavor.save_model(bucketizer, str(tmp_path / "m"), dfs_tmpdir=str(dfs))
+    shutil.rmtree(tmp_path / "m" / "sparkml" / "metadata")  # Spark cannot read it now
+    with pytest.raises(ModelFormatError, match="cannot load the Spark model"):
+        spark_flavor.load_model(str(tmp_path / "m"), dfs_tmpdir=str(dfs))
+    assert list(dfs.iterdir()) == []
 
 
 def test_refuses_what_it_cannot_save_or_load(spark_model_path, tmp_path):
@@ -196,8 +220,8 @@ def test_refuses_what_it_cannot_save_or_load(spark_model_path, tmp_path):
 
     import yaml
 
-    from modelfmt.flavors import spark as spark_flavor
     from modelfmt.errors import FlavorError, ModelFormatError
+    from modelfmt.flavors import spark as spark_flavor
 
     with pytest.raises(FlavorError, match="pyspark.ml"):
         spark_flavor.save_model(object(), str(tmp_path / "x"))
@@ -224,5 +248,6 @@ def test_mlflow_compatibility_both_ways(mlflow_run, spark_model_path, diabetes):
     X, _ = diabetes
     ours_on_mlflow = modelfmt.load_model(str(mlflow_model)).predict(X.head(20))
     np.testing.assert_allclose(ours_on_mlflow, result["mlflow_own"], rtol=1e-9)
-    np.testing.assert_allclose(result["mlflow_on_ours"], modelfmt.load_model(spark_model_path).predict(X.head(20)), rtol=1e-9)
+    ours = modelfmt.load_model(spark_model_path).predict(X.head(20))
+    np.testing.assert_allclose(result["mlflow_on_ours"], ours, rtol=1e-9)
     assert result["ours_native"] == "PipelineModel"

@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import subprocess
 import sys
+import textwrap
+import time
 
 import numpy as np
 import pytest
 
 pytest.importorskip("pyspark")
 
-from spark_session import spark  # noqa: E402,F401 - the shared session fixture
+import spark_session  # noqa: E402
+
+spark = spark_session.spark  # the shared session fixture, under the name the tests ask for
 
 pytestmark = pytest.mark.filterwarnings("ignore:PySpark does not yet fully support pandas:FutureWarning")
 
@@ -55,7 +61,9 @@ def test_every_way_of_passing_columns_scores_the_same(spark, sklearn_model_path,
         np.testing.assert_allclose(_by_row(out, col), expected, rtol=1e-12, err_msg=col)
 
 
-def test_scores_after_the_original_directory_is_gone(spark, sklearn_model_path, diabetes_sdf, diabetes, elasticnet, tmp_path):
+def test_scores_after_the_original_directory_is_gone(
+    spark, sklearn_model_path, diabetes_sdf, diabetes, elasticnet, tmp_path
+):
     from modelfmt.serving.spark.udf import spark_udf
 
     path = tmp_path / "model"
@@ -98,7 +106,7 @@ def _save_pid_model(path, load_log):
 
 
 def test_model_loads_once_per_worker_and_struct_output_with_params(spark, tmp_path):
-    from pyspark.sql.types import LongType, StructField, StructType, DoubleType
+    from pyspark.sql.types import DoubleType, LongType, StructField, StructType
 
     from modelfmt.serving.spark.udf import spark_udf
 
@@ -146,7 +154,9 @@ def test_predict_proba_as_array_and_as_struct(spark, tmp_path):
     np.testing.assert_allclose(out[["setosa", "versicolor", "virginica"]].to_numpy(), expected, rtol=1e-12)
 
 
-def test_streaming_file_source_into_memory_sink(spark, sklearn_model_path, diabetes_sdf, diabetes, elasticnet, tmp_path):
+def test_streaming_file_source_into_memory_sink(
+    spark, sklearn_model_path, diabetes_sdf, diabetes, elasticnet, tmp_path
+):
     from modelfmt.serving.spark.udf import spark_udf
 
     src = str(tmp_path / "incoming")
@@ -182,6 +192,7 @@ def test_bad_input_fails_the_job_with_our_schema_message(spark, sklearn_model_pa
     from pyspark.errors import AnalysisException
     from pyspark.sql import functions as F
 
+    from modelfmt.errors import SchemaError
     from modelfmt.serving.spark.udf import spark_udf
 
     cols = list(diabetes[0].columns)
@@ -191,9 +202,12 @@ def test_bad_input_fails_the_job_with_our_schema_message(spark, sklearn_model_pa
     assert "SchemaError" in message and "column 'age': expected double" in message
     message = _job_error(diabetes_sdf.select(udf(F.struct(*[c for c in cols if c != "bmi"]))))
     assert "SchemaError" in message and "missing required input column(s): 'bmi'" in message
-    # Called with no arguments, a missing column is caught by Spark when the plan is built.
+    # Called with no arguments, a missing column is caught by Spark when the plan is built (as with
+    # MLflow's UDF); udf.on(df) looks at the DataFrame first and says it in modelfmt's words.
     with pytest.raises(AnalysisException, match="bmi"):
         diabetes_sdf.drop("bmi").select(udf())
+    with pytest.raises(SchemaError, match=r"spark_udf\(.*\): missing required input column\(s\): 'bmi'; model expects"):
+        diabetes_sdf.drop("bmi").select(udf.on(diabetes_sdf.drop("bmi")))
 
 
 def test_output_that_does_not_fit_the_result_type_is_named(spark, tmp_path):
@@ -272,9 +286,142 @@ def test_opened_model_and_its_opening_options_reach_the_workers(spark, diabetes_
     X, y = diabetes
     pipe = make_pipeline(FunctionTransformer(operator.neg), LinearRegression()).fit(X, y)
     path = str(tmp_path / "skops")
-    sk_flavor.save_model(pipe, path, serialization_format="skops", input_example=X.head(3))
+    sk_flavor.save_model(pipe, path, serialization_format="skops", input_example=X.head(3),
+                         trusted_types=["_operator.neg"])
     with pytest.raises(UnsafeModelError, match="_operator.neg"):
         modelfmt.load_model(path)  # without the option, the shipped copy could not load either
     udf = spark_udf(spark, open_model(path, trusted_types=["_operator.neg"]))
     out = diabetes_sdf.select("row", udf().alias("p")).toPandas()
     np.testing.assert_allclose(_by_row(out, "p"), pipe.predict(X), rtol=1e-12)
+
+
+def _save_optional_input_model(path):
+    from modelfmt.flavors import pyfunc
+    from modelfmt.signature import ColSpec, ModelSignature, Schema
+
+    class AddOptional(pyfunc.PythonModel):
+        def predict(self, context, model_input, params=None):
+            return model_input["x"] + (model_input["z"] if "z" in model_input else 0.0)
+
+    signature = ModelSignature(
+        Schema([ColSpec("double", "x"), ColSpec("double", "z", required=False)]), Schema([ColSpec("double")])
+    )
+    import cloudpickle
+
+    module = sys.modules[__name__]
+    cloudpickle.register_pickle_by_value(module)  # workers cannot import this test module
+    try:
+        pyfunc.save_model(path, python_model=AddOptional(), signature=signature)
+    finally:
+        cloudpickle.unregister_pickle_by_value(module)
+
+
+def test_on_df_scores_the_signature_columns_it_finds(
+    spark, sklearn_model_path, diabetes_sdf, diabetes, elasticnet, tmp_path
+):
+    """udf.on(df): names resolved as Spark does (case-insensitively here), optional inputs left out when
+    absent."""
+    from modelfmt.serving.spark.udf import spark_udf
+
+    udf = spark_udf(spark, sklearn_model_path)
+    upper = diabetes_sdf.toDF(*[c.upper() for c in diabetes_sdf.columns])
+    out = upper.select("ROW", udf.on(upper).alias("p")).toPandas()
+    np.testing.assert_allclose(out.sort_values("ROW")["p"].to_numpy(), elasticnet.predict(diabetes[0]), rtol=1e-12)
+
+    _save_optional_input_model(str(tmp_path / "optional"))
+    add = spark_udf(spark, str(tmp_path / "optional"))
+    both = spark.createDataFrame([(1.0, 10.0), (2.0, 20.0)], "x double, z double")
+    only_x = both.select("x")
+    assert [r.p for r in both.select(add.on(both).alias("p")).collect()] == [11.0, 22.0]
+    assert [r.p for r in only_x.select(add.on(only_x).alias("p")).collect()] == [1.0, 2.0]
+
+
+# -- the workers' interpreter and noise: each in its own process, with its own SparkSession ---------
+_SESSION_SCRIPT = textwrap.dedent(
+    """
+    import json, sys, time
+    import modelfmt
+    from modelfmt.errors import DeployError
+    mode, model = sys.argv[1], sys.argv[2]
+    if mode == "ours":
+        from modelfmt.flavors.spark import spark_session
+        spark = spark_session()
+    else:
+        from pyspark.sql import SparkSession
+        spark = (SparkSession.builder.master("local[1]").config("spark.driver.host", "127.0.0.1")
+                 .config("spark.driver.bindAddress", "127.0.0.1").config("spark.ui.enabled", "false")
+                 .config("spark.driver.extraJavaOptions", "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC")
+                 .getOrCreate())
+    cols = ["age", "sex", "bmi", "bp", "s1", "s2", "s3", "s4", "s5", "s6"]
+    df = spark.createDataFrame([tuple(float(i + j) / 100 for j in range(10)) for i in range(5)], cols)
+    start = time.monotonic()
+    try:
+        predict = modelfmt.spark_udf(spark, model)
+        rows = df.withColumn("prediction", predict()).collect()
+        out = {"type": None, "predictions": [r.prediction for r in rows]}
+    except Exception as e:
+        out = {"type": type(e).__name__, "message": str(e)}
+    out["seconds"] = time.monotonic() - start
+    print("RESULT " + json.dumps(out), flush=True)
+    """
+)
+
+
+def _python_without_modelfmt(tmp_path):
+    """A Python 3 on this machine, outside the venv, that cannot import modelfmt (None if there is none)."""
+    venv_bin = os.path.dirname(sys.executable)
+    path = os.pathsep.join(p for p in os.environ.get("PATH", "").split(os.pathsep) if p != venv_bin)
+    for candidate in ("/usr/bin/python3", shutil.which("python3", path=path)):
+        if candidate and os.path.exists(candidate) and os.path.abspath(candidate) != sys.executable:
+            probe = subprocess.run([candidate, "-c", "import modelfmt.serving"], cwd=tmp_path, capture_output=True)
+            if probe.returncode != 0:
+                return candidate
+    return None
+
+
+def _run_session_script(tmp_path, mode, model, env):
+    script = tmp_path / "job.py"
+    script.write_text(_SESSION_SCRIPT)
+    done = subprocess.run([sys.executable, str(script), mode, model], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=600)
+    results = [ln for ln in done.stdout.splitlines() if ln.startswith("RESULT ")]
+    assert results, done.stdout + done.stderr
+    return json.loads(results[-1][len("RESULT "):]), done.stderr
+
+
+def test_workers_interpreter_without_modelfmt_fails_at_once_in_one_line(sklearn_model_path, tmp_path):
+    """The README quickstart run as .venv/bin/python job.py: the workers' python3 has no modelfmt."""
+    bad = _python_without_modelfmt(tmp_path)
+    if bad is None:
+        pytest.skip("no Python outside the venv that lacks modelfmt")
+    env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH")}
+    env["PYSPARK_PYTHON"] = bad
+    out, stderr = _run_session_script(tmp_path, "user", sklearn_model_path, env)
+    assert out["type"] == "DeployError", out
+    message = out["message"]
+    assert "\n" not in message
+    assert message.startswith(f"spark_udf: Spark's Python workers run {bad!r}") and "cannot import" in message
+    assert "modelfmt" in message and f"set PYSPARK_PYTHON={sys.executable} in the environment" in message
+    assert out["seconds"] < 30  # the interpreter is probed on the driver; no job ran
+    assert "PythonException" not in stderr and "Py4JJavaError" not in stderr
+
+
+def test_session_modelfmt_starts_runs_workers_with_this_python_and_no_pandas3_noise(
+    sklearn_model_path, elasticnet, tmp_path
+):
+    """PYSPARK_PYTHON unset and a python3 without modelfmt first on PATH: modelfmt's own session still
+    scores (its workers run this interpreter), and PySpark's pandas-3 FutureWarnings stay quiet."""
+    bad = _python_without_modelfmt(tmp_path)
+    if bad is None:
+        pytest.skip("no Python outside the venv that lacks modelfmt")
+    shadow = tmp_path / "bin"
+    shadow.mkdir()
+    os.symlink(bad, shadow / "python3")
+    env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH", "PYSPARK_PYTHON")}
+    env["PATH"] = os.pathsep.join([str(shadow), env.get("PATH", "")])
+    start = time.monotonic()
+    out, stderr = _run_session_script(tmp_path, "ours", sklearn_model_path, env)
+    assert out["type"] is None, out
+    assert len(out["predictions"]) == 5, time.monotonic() - start
+    assert "does not yet fully support pandas" not in stderr, stderr
+    assert "Traceback" not in stderr, stderr

@@ -3,9 +3,10 @@
 The driver opens the model once (:func:`modelfmt.open.open_model`: ``MLmodel`` read and checked, nothing
 unpickled): it works out the result type, checks ``params``, and ships the model directory with the job
 as an archive (``SparkContext.addArchive``, unpacked by Spark on each executor),
-so executors need no shared filesystem. Each Python worker opens and loads its shipped copy once (with
-the driver's opening options) and keeps it for every later batch and task (Spark reuses Python
-workers), instead of loading it per task or batch.
+so executors need no shared filesystem. In local mode it first checks that the interpreter Spark's
+workers run can import modelfmt (:mod:`modelfmt.serving.spark.workers`). Each Python worker opens and
+loads its shipped copy once (with the driver's opening options) and keeps it for every later batch and
+task (Spark reuses Python workers), instead of loading it per task or batch.
 """
 
 from __future__ import annotations
@@ -24,9 +25,11 @@ from typing import Any, NamedTuple
 
 from modelfmt.enforce import enforce_params
 from modelfmt.errors import ModelfmtError, SchemaError
+from modelfmt.flavors.spark import quiet_pandas3_warning
 from modelfmt.model import Model
 from modelfmt.open import OpenedModel, open_model
 from modelfmt.serving.spark.types import resolve_result_type, to_pandas_result
+from modelfmt.serving.spark.workers import check_worker_python
 from modelfmt.signature import Schema, TensorSpec
 
 _log = logging.getLogger(__name__)
@@ -50,7 +53,10 @@ def spark_udf(
     ``double`` when there is none. ``params`` are checked against the params schema now, not per batch.
     ``trusted_types`` (skops types trusted beyond the defaults) is the opening option; it goes to the
     workers together with this process's ``MODELFMT_TRUSTED_TYPES``, which they may not see.
+    In local mode, a workers' interpreter (``PYSPARK_PYTHON``) that cannot import modelfmt, pandas or
+    pyarrow is a :class:`~modelfmt.errors.DeployError` here, not a failed job.
     """
+    quiet_pandas3_warning()
     opened = open_model(model, **({} if trusted_types is None else {"trusted_types": trusted_types}))
     path, meta = opened.path, opened.model
     rtype = resolve_result_type(result_type, meta.get_output_schema())
@@ -60,6 +66,7 @@ def spark_udf(
             "spark_udf: %s is a Spark model; every Python worker will start its own local Spark to score it. "
             "Applying modelfmt.flavors.spark.load_model(path).transform(df) is much faster", path
         )
+    check_worker_python(spark)
     archive = _ship(spark, path, meta)
     return ModelUDF(_Job(archive, path, rtype.json(), checked, _worker_options(opened)), rtype, meta)
 
@@ -91,7 +98,8 @@ class _Job(NamedTuple):
 
 
 class ModelUDF:
-    """The callable ``spark_udf`` returns: ``udf(*columns)`` gives a ``Column`` of predictions."""
+    """The callable ``spark_udf`` returns: ``udf(*columns)`` gives a ``Column`` of predictions;
+    ``udf.on(df)`` the same for the signature's columns, checked against ``df`` first."""
 
     def __init__(self, job: _Job, result_type: Any, metadata: Model) -> None:
         self._job = job
@@ -114,6 +122,33 @@ class ModelUDF:
             arg_names = names[: len(cols)] if names else list(range(len(cols)))
         return _make_udf(self._job, arg_names, self.returnType)(*cols)
 
+    def on(self, df: Any) -> Any:
+        """``udf()`` for the DataFrame ``df``: its columns named by the signature's inputs.
+
+        ``udf()`` hands the names to Spark, which refuses a missing column when it analyses the plan
+        (``UNRESOLVED_COLUMN``, as with MLflow's UDF) before modelfmt sees any data. ``udf.on(df)`` looks
+        at ``df.columns`` first: a missing required input is a :class:`SchemaError` naming it, and an
+        optional input ``df`` lacks is left out (the model gets it as missing).
+        """
+        schema = self.metadata.get_input_schema()
+        if schema is None or not schema.has_input_names():
+            raise SchemaError(
+                f"spark_udf({self._job.path}): udf.on(df) needs a signature naming the input columns; "
+                "call the UDF with columns"
+            )
+        sensitive = str(df.sparkSession.conf.get("spark.sql.caseSensitive", "false")).lower() == "true"
+        def fold(name: str | None) -> str:  # Spark resolves names as the session says
+            return str(name) if sensitive else str(name).lower()
+
+        have = {fold(c) for c in df.columns}
+        missing = [s.name for s in schema.inputs if s.required and fold(s.name) not in have]
+        if missing:
+            raise SchemaError(
+                f"spark_udf({self._job.path}): missing required input column(s): {', '.join(map(repr, missing))}; "
+                f"model expects {schema.input_names()}, the DataFrame has {list(df.columns)}"
+            )
+        return self(*[n for n in schema.input_names() if fold(n) in have])
+
 
 def _make_udf(job: _Job, names: list, result_type: Any) -> Any:
     """The iterator-of-batches pandas UDF for one call's column names."""
@@ -126,6 +161,7 @@ def _make_udf(job: _Job, names: list, result_type: Any) -> Any:
     def score(batches):
         return _score_batches(job, names, batches)
 
+    quiet_pandas3_warning()  # pandas_udf warns about pandas 3 as it builds the UDF
     out = pd.DataFrame if isinstance(result_type, StructType) else pd.Series
     # Real objects, not strings: pyspark reads the hints to pick the iterator-of-batches UDF kind.
     batches_hint = Iterator[Tuple[Union[pd.Series, pd.DataFrame], ...]]  # noqa: UP006, UP007
@@ -200,6 +236,8 @@ def _worker_path(job: _Job) -> str:
 def _score_batches(job: _Job, names: list, batches: Iterable[Any]) -> Iterator[Any]:
     """The body of the pandas UDF: one model, many Arrow batches."""
     from pyspark.sql.types import _parse_datatype_json_string
+
+    quiet_pandas3_warning()  # in the worker: before its serializers convert the first batch
 
     model = _worker_model(job)
     rtype = _parse_datatype_json_string(job.result_type_json)
