@@ -22,6 +22,8 @@ An HTML comment right above a block (renderers hide it) says how the block runs,
 - ``in the checkout``: runs in the repository root instead of the section's directory (``make demo``).
 - ``after #ANCHOR``: before this section runs, the files the section ``#ANCHOR`` left behind are
   copied into its directory (a section that serves or converts the Quickstart's ``model/``).
+- ``file NAME``: the block is not run but written to ``NAME`` in the section's directory, for the
+  blocks after it (a module, a ``pyproject.toml``).
 - ``python mlflow``: a python block that runs in MLflow's environment ($MODELFMT_MLFLOW_PYTHON, else
   ``bench/.venv-mlflow``), in a process of its own.
 - ``xfail: BUG``: the block fails because of a known bug of modelfmt's, one of ``KNOWN_BUGS`` below;
@@ -97,7 +99,7 @@ class Section:
     blocks: list[Block] = field(default_factory=list)
 
     def runnable(self) -> list[Block]:
-        return [b for b in self.blocks if b.kind != "text"]
+        return [b for b in self.blocks if b.kind != "text" or "file" in b.directives]
 
     def directive(self, name: str) -> str | None:
         """A section-wide directive (``after``) from whichever block carries it."""
@@ -415,6 +417,12 @@ def run_section(section: Section, workdir: str) -> None:
             d = block.directives
             if "skip" in d:
                 continue
+            if "file" in d:
+                target = os.path.join(workdir, d["file"])
+                os.makedirs(os.path.dirname(target), exist_ok=True)
+                with open(target, "w", encoding="utf-8") as f:
+                    f.write(block.code)
+                continue
             check_port_free(block)
             cwd = ROOT if "in" in d and "checkout" in d["in"] else workdir
             start = log.tell()
@@ -485,13 +493,45 @@ def test_only_the_agreed_blocks_are_skipped() -> None:
 
 def test_directives_are_known_and_attached() -> None:
     """A directive comment sits right above a runnable block and uses only the documented names."""
-    known = {"skip", "background", "ready", "in", "after", "python", "xfail"}
+    known = {"skip", "background", "ready", "in", "after", "python", "xfail", "file"}
     for section in SECTIONS:
         for block in section.blocks:
             assert set(block.directives) <= known, f"README.md:{block.line}: unknown directive {block.directives}"
-            if block.directives:
+            if block.directives and "file" not in block.directives:
                 assert block.kind != "text", f"README.md:{block.line}: a directive on a block that does not run"
     with open(README, encoding="utf-8") as f:
         count = sum(1 for ln in f if _DIRECTIVE.match(ln.strip()))
     attached = sum(1 for s in SECTIONS for b in s.blocks if b.directives)
     assert count == attached, "a readme-test comment is not right above a code block"
+
+
+def test_harness_reports_the_failing_block(tmp_path) -> None:
+    """The harness itself: python blocks share a namespace, a failing command fails with the README line,
+    the block and its output, and a background command must exit 0 on SIGTERM."""
+    from modelfmt.serving.testing import free_port
+
+    port = free_port("127.0.0.1")
+    readme = tmp_path / "README.md"
+    readme.write_text(
+        "# t\n\n## Shared\n\n```python\nn = 41\n```\n\n```python\nassert n + 1 == 42\nprint('ok', n + 1)\n```\n\n"
+        "## Failing\n\n```bash\necho before\nfalse\necho after\n```\n\n"
+        "## Server\n\n"
+        f"<!-- readme-test: background, ready http://127.0.0.1:{port}/ -->\n"
+        f"```bash\npython3 -m http.server {port} --bind 127.0.0.1   # dies of SIGTERM: status 143\n"
+        f"curl -s -o /dev/null localhost:{port}/\n```\n"
+    )
+    shared, failing, server = parse_readme(str(readme))
+    assert [b.line for b in shared.blocks] == [5, 9]
+    work = tmp_path / "shared"
+    work.mkdir()
+    run_section(shared, str(work))
+    messages = []
+    for section in (failing, server):
+        work = tmp_path / section.anchor
+        work.mkdir()
+        with pytest.raises(pytest.fail.Exception) as failed:
+            run_section(section, str(work))
+        messages.append(str(failed.value))
+    assert messages[0].startswith("README.md:16: the bash block failed\n--- block ---\necho before\nfalse\n")
+    assert "\nbefore\n" in messages[0] and "\nafter\n" not in messages[0]
+    assert "the background command exited 143 after SIGTERM (expected 0)" in messages[1]
