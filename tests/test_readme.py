@@ -172,6 +172,7 @@ def user_env(kind: str, extra: dict[str, str]) -> dict[str, str]:
     env = {
         k: v for k, v in os.environ.items()
         if not k.startswith(("MODELFMT_", "PYSPARK_", "PYTEST_", "VIRTUAL_ENV", "PYTHON", "SPARK_"))
+        and k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL")  # `make test` runs this; `make demo` is a user's
     }
     path = _system_path()
     env["PATH"] = path if kind in ("python", "mlflow") else VENV_BIN + os.pathsep + path
