@@ -16,8 +16,8 @@ from modelfmt.errors import FlavorError, ModelfmtError, ModelFormatError
 from modelfmt.failures import model_failure
 from modelfmt.flavor_lookup import check_flavor_options, flavor_module, loader_flavor
 from modelfmt.flavors import _mlflow_names, _type_hints
-from modelfmt.flavors._common import finish_model
 from modelfmt.flavors._legacy_names import legacy_names_for, new_module_name, saved_by_0_1
+from modelfmt.flavors.save import finish_model
 from modelfmt.io import atomic_model_dir
 from modelfmt.model import PYFUNC_FLAVOR, Model
 from modelfmt.open import OpenedModel, open_model, split_options

@@ -9,8 +9,9 @@ from typing import Any
 from modelfmt import trust
 from modelfmt.environment import pinned
 from modelfmt.errors import FlavorError, ModelFormatError, UnsafeModelError
-from modelfmt.flavors._common import finish_model, model_file
+from modelfmt.flavors._common import model_file
 from modelfmt.flavors._legacy_names import legacy_names_for, new_module_name, saved_by_0_1
+from modelfmt.flavors.save import finish_model
 from modelfmt.io import atomic_model_dir
 from modelfmt.model import Model
 from modelfmt.open import OpenedModel, open_model

@@ -96,16 +96,19 @@ def ours(mlflow):
     from modelfmt.serving.app import create_app
 
     clients: dict = {}
+    logger = logging.getLogger("modelfmt")
+    level = logger.level
 
     def ask(model: str, body: bytes, content_type: str | None = JSON) -> tuple[int, object]:
         if model not in clients:
-            logging.getLogger("modelfmt").setLevel(logging.ERROR)
+            logger.setLevel(logging.ERROR)  # quiet the module's many loads; restored after the module
             clients[model] = create_app(str(mlflow.out / model)).test_client()
         headers = {"Content-Type": content_type} if content_type else {}
         resp = clients[model].post("/invocations", data=body, headers=headers)
         return resp.status_code, _parsed(resp.get_data(as_text=True), resp.content_type)
 
-    return ask
+    yield ask
+    logger.setLevel(level)
 
 
 def both(mlflow, ours, model: str, body: str | bytes, content_type: str | None = JSON) -> tuple:

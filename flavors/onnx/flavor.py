@@ -13,7 +13,8 @@ from typing import Any
 from modelfmt.casting import cast_array
 from modelfmt.environment import pinned
 from modelfmt.errors import FlavorError, ModelFormatError, PredictionError, SchemaError
-from modelfmt.flavors._common import finish_model, model_file
+from modelfmt.flavors._common import model_file
+from modelfmt.flavors.save import finish_model
 from modelfmt.io import atomic_model_dir
 from modelfmt.model import Model
 from modelfmt.open import OpenedModel, open_model
