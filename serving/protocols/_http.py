@@ -1,13 +1,15 @@
 """HTTP helpers every protocol's routes share: reading a bounded request body.
 
-A body is read piece by piece into one growing buffer (``io.BytesIO``, whose ``getvalue`` hands its
-buffer over without a copy), so a server holds at most the limit plus one piece, whether the body
-declares its length or comes chunked, and a body over the limit is dropped as soon as it passes it.
+A body of declared length is read piece by piece into one growing buffer (``io.BytesIO``, whose
+``getvalue`` hands its buffer over without a copy). A chunked body is kept as a list of pieces until
+it ends or passes the limit: a refused one is dropped having held at most the limit plus one piece
+(a growing buffer's reallocations held up to ~1.7x), an accepted one is joined once.
 """
 
 from __future__ import annotations
 
 import io
+from collections.abc import Iterator
 from typing import Any
 
 from modelfmt.errors import PayloadError, PayloadTooLargeError
@@ -39,28 +41,38 @@ def read_body(environ: dict, limit: int) -> bytes:
             raise PayloadTooLargeError(f"the body is {n} bytes, over the limit of {limit} bytes (--max-body-size)")
         return _read(stream, n, environ)
     # No declared length (chunked): read one byte past the limit to know it is over.
-    body = _read(stream, limit + 1, environ)
-    if len(body) > limit:
-        del body  # dropped before draining the rest, so the refused body is never held twice
+    pieces = _pieces(stream, limit + 1, environ)
+    if sum(map(len, pieces)) > limit:
+        del pieces  # dropped before draining the rest, so the refused body is never held twice
         _discard(stream, DISCARD_CAP)
         raise PayloadTooLargeError(f"the body is over the limit of {limit} bytes (--max-body-size)")
-    return body
+    return pieces[0] if len(pieces) == 1 else b"".join(pieces)
 
 
 def _read(stream: Any, most: int, environ: dict) -> bytes:
     """Up to ``most`` bytes of ``stream`` (fewer at its end), read a piece at a time into one buffer."""
     buf = io.BytesIO()
+    for piece in _iter_pieces(stream, most, environ):
+        buf.write(piece)
+    return buf.getvalue()
+
+
+def _pieces(stream: Any, most: int, environ: dict) -> list[bytes]:
+    """Up to ``most`` bytes of ``stream`` as the pieces read, for a body whose length is not known."""
+    return list(_iter_pieces(stream, most, environ))
+
+
+def _iter_pieces(stream: Any, most: int, environ: dict) -> Iterator[bytes]:
     left = most
     try:
         while left > 0:
             piece = stream.read(min(left, PIECE))
             if not piece:
-                break
-            buf.write(piece)
+                return
+            yield piece
             left -= len(piece)
     except Exception as e:  # noqa: BLE001 - servers raise their own parse errors (gunicorn: InvalidChunkSize...)
         raise PayloadError(f"cannot read the request body{_framing(environ)}: {type(e).__name__}: {e}") from None
-    return buf.getvalue()
 
 
 def _framing(environ: dict) -> str:
