@@ -142,7 +142,7 @@ _UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3}
 
 def wrk(url: str, body_file: str, concurrency: int, seconds: float, lua: str) -> dict:
     """One wrk run: requests/s, p50 and p99 in ms, errors."""
-    cmd = ["wrk", f"-t{min(concurrency, 2)}", f"-c{concurrency}", f"-d{seconds}s", "--latency", "-s", lua,
+    cmd = ["wrk", f"-t{min(concurrency, 2)}", f"-c{concurrency}", f"-d{seconds:g}s", "--latency", "-s", lua,
            "--timeout", "30s", url + "/invocations"]
     out = subprocess.run(cmd, env={**os.environ, "BODY_FILE": body_file}, capture_output=True, text=True, check=True).stdout
 
