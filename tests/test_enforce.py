@@ -266,3 +266,39 @@ def test_a_long_param_never_takes_a_float():
         with pytest.raises(ParamsError, match=r"^param 'k': expected long, got float"):
             enforce_params({"k": value}, ps)
     assert enforce_params({"k": np.int32(2), "t": 2}, ps) == {"k": 2, "t": 2.0}
+
+
+# -- nested item types (Array, Map, Object) -------------------------------------------------------
+from modelfmt.types import Array, Map, Object, Property  # noqa: E402
+from modelfmt.types import DataType as _D  # noqa: E402
+
+
+def _nested_col(t, values):
+    return enforce_schema(pd.DataFrame({"tags": values}), Schema([ColSpec(t, "tags")]))["tags"].tolist()
+
+
+def test_array_items_are_checked_and_named_by_path():
+    with pytest.raises(SchemaError, match=r"column 'tags': row 0: item 2: expected long, got the string 'a'"):
+        _nested_col(Array(_D.long), [[1, 2, "a"]])
+    assert _nested_col(Array(_D.long), [[1, 2, "3"]]) == [[1, 2, 3]]
+    assert _nested_col(Array(_D.double), [[1, 2], [3, 4]]) == [[1.0, 2.0], [3.0, 4.0]]
+    with pytest.raises(SchemaError, match=r"row 0: item 1: item 1: expected long"):
+        _nested_col(Array(Array(_D.long)), [[[1], [2, "x"]]])
+
+
+def test_map_and_object_items_follow_mlflow():
+    with pytest.raises(SchemaError, match=r"row 0: key 'b': expected double"):
+        _nested_col(Map(_D.double), [{"a": 1, "b": "z"}])
+    obj = Object([Property("a", _D.long), Property("b", _D.string, required=False)])
+    assert _nested_col(obj, [{"a": 1}, {"a": 2, "b": None}]) == [{"a": 1}, {"a": 2, "b": None}]
+    with pytest.raises(SchemaError, match=r"row 0: missing required property 'a'"):
+        _nested_col(obj, [{"b": "x"}])
+    with pytest.raises(SchemaError, match=r"property 'c' not in the schema"):
+        _nested_col(obj, [{"a": 1, "c": 3}])
+    with pytest.raises(SchemaError, match=r"item 1: property 'a': expected long, got a value of type bool"):
+        _nested_col(Array(obj), [[{"a": "1"}, {"a": True}]])
+
+
+def test_numeric_array_column_converted_as_one_block():
+    out = _nested_col(Array(_D.double), np.arange(30000).reshape(10000, 3).tolist())
+    assert out[5] == [15.0, 16.0, 17.0]
