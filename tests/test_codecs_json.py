@@ -226,6 +226,15 @@ def test_binary_columns_are_base64_decoded():
     schema = Schema([ColSpec("binary", "blob")])
     df, _ = decode({"dataframe_split": {"columns": ["blob"], "data": [["aGVsbG8="]]}}, schema)
     assert df["blob"][0] == b"hello"
+    df, _ = decode({"inputs": {"blob": ["_-8="]}}, schema)  # URL-safe alphabet
+    assert df["blob"][0] == b"\xff\xef"
+
+
+@pytest.mark.parametrize("text", ["hello world", "aGVsbG8", "aGVs*bG8=", "not base64!"])
+def test_binary_columns_refuse_text_that_is_not_base64(text):
+    schema = Schema([ColSpec("binary", "blob")])
+    with pytest.raises(SchemaError, match="column 'blob': expected base64-encoded binary"):
+        decode({"dataframe_split": {"columns": ["blob"], "data": [[text]]}}, schema)
 
 
 # -- what is refused ----------------------------------------------------------------------------

@@ -111,9 +111,14 @@ def decode_binary(values: Any, name: Any) -> list:
     for v in values:
         if isinstance(v, str):
             try:
-                v = base64.b64decode(v, validate=False)
+                # Strict: characters outside the alphabet or bad padding are refused, not skipped (the
+                # lenient decoder turned plain text into garbage bytes). URL-safe base64 is accepted too.
+                altchars = b"-_" if ("-" in v or "_" in v) else None
+                v = base64.b64decode(v, altchars=altchars, validate=True)
             except (binascii.Error, ValueError):
-                raise SchemaError(f"column {name!r}: expected base64-encoded binary, got {v!r:.40}") from None
+                raise SchemaError(
+                    f"column {name!r}: expected base64-encoded binary (RFC 4648, with padding), got {v!r:.40}"
+                ) from None
         out.append(v)
     return out
 
