@@ -97,6 +97,32 @@ def test_predict_json_stdin_to_stdout(sklearn_model_path, expected):
     np.testing.assert_allclose(json.loads(out.stdout)["predictions"], want)
 
 
+@pytest.mark.parametrize("kind", ["csv", "parquet", "json"])
+def test_predict_reads_any_format_on_stdin(sklearn_model_path, expected, kind):
+    import io
+
+    X, want = expected
+    if kind == "csv":
+        body = X.to_csv(index=False).encode()
+    elif kind == "parquet":
+        buf = io.BytesIO()
+        X.to_parquet(buf)
+        body = buf.getvalue()
+    else:
+        body = b"  \n" + json.dumps({"dataframe_split": X.to_dict(orient="split")}).encode()
+    out = run("predict", sklearn_model_path, "-i", "-", stdin=body)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.endswith(b"\n")
+    np.testing.assert_allclose(json.loads(out.stdout)["predictions"], want)
+
+
+def test_predict_unreadable_stdin_names_format(sklearn_model_path):
+    out = run("predict", sklearn_model_path, "-i", "-", stdin=b"\x00\x01 not, a\n table")
+    assert out.returncode == 2
+    lines = out.stderr.decode().strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("modelfmt: error:") and "pass --format" in lines[0], out.stderr
+
+
 def test_predict_parquet_to_csv_and_parquet(sklearn_model_path, expected, tmp_path):
     X, want = expected
     X.to_parquet(tmp_path / "in.parquet")

@@ -9,24 +9,35 @@ from typing import Any
 
 import click
 
-from modelfmt.errors import PayloadError
+from modelfmt.errors import PayloadError, SchemaError
 
 FORMATS = ("json", "csv", "parquet")
 _CONTENT_TYPES = {"json": "application/json", "csv": "text/csv", "parquet": "application/vnd.apache.parquet"}
 
 
-def format_for(path: str, given: str | None) -> str:
-    """The data format of ``path``: ``given`` if set, else from the extension (``json`` for ``-``)."""
+def format_for(path: str, given: str | None, body: bytes | None = None) -> str:
+    """The data format of ``path``: ``given`` if set, else from the extension; for ``-`` (stdin) or a
+    name without one, from the ``body`` when it is known (:func:`sniff_format`), else ``json``."""
     if given:
         return given
     ext = os.path.splitext(path)[1].lower().lstrip(".")
     if ext in ("pq", "parq"):
         ext = "parquet"
     if path == "-" or not ext:
-        return "json"
+        return sniff_format(body) if body is not None else "json"
     if ext not in FORMATS:
         raise PayloadError(f"cannot tell the format of {path!r} from its extension; pass --format json|csv|parquet")
     return ext
+
+
+def sniff_format(body: bytes) -> str:
+    """``json``, ``parquet`` or ``csv`` for a body of unknown format: a JSON object starts with ``{``,
+    Parquet with ``PAR1``; anything else is read as CSV (its errors then name ``--format``)."""
+    if body.startswith(b"PAR1"):
+        return "parquet"
+    if body.lstrip()[:1] == b"{":
+        return "json"
+    return "csv"
 
 
 def read_input(body: bytes, fmt: str, schema: Any) -> tuple[Any, dict | None]:
@@ -97,10 +108,21 @@ def predict(model: str, input_path: str, output_path: str, in_format: str | None
     from modelfmt.flavors.pyfunc import load_model
     from modelfmt.open import open_model
 
-    fmt_in = format_for(input_path, in_format)
     fmt_out = format_for(output_path, out_format)
     opened = open_model(model, **opening_options())
     body = _read(input_path)  # before loading the model: a wrong input path fails fast
+    fmt_in = format_for(input_path, in_format, body)
     pm = load_model(opened)
-    data, params = read_input(body, fmt_in, opened.model.get_input_schema())
-    _write(output_path, write_output(pm.predict(data, params=params), fmt_out))
+    try:
+        data, params = read_input(body, fmt_in, opened.model.get_input_schema())
+        predictions = pm.predict(data, params=params)
+    except (PayloadError, SchemaError) as e:
+        if in_format or input_path != "-":
+            raise
+        # The format of stdin was guessed: say so, and how to state it.
+        hint = f" (stdin was read as {fmt_in}; pass --format json|csv|parquet)"
+        raise type(e)(e.message + hint, e.error_code) from None
+    out = write_output(predictions, fmt_out)
+    if output_path == "-" and fmt_out in ("json", "csv") and not out.endswith(b"\n"):
+        out += b"\n"  # the shell prompt starts on its own line
+    _write(output_path, out)
