@@ -171,13 +171,15 @@ _PROCS = (
     "for p in filter(str.isdigit, os.listdir('/proc')):\n"
     "    try:\n"
     "        argv = open(f'/proc/{p}/cmdline', 'rb').read().split(b'\\0')\n"
-    "        uid = next(ln.split()[1] for ln in open(f'/proc/{p}/status') if ln.startswith('Uid:'))\n"
+    "        status = {ln.split(':')[0]: ln.split()[1:] for ln in open(f'/proc/{p}/status') if ':' in ln}\n"
     "    except OSError:\n"
     "        continue\n"
-    # An empty cmdline is a `docker exec` (e.g. the HEALTHCHECK's) caught before it execs as the image's user.
-    "    if argv == [b'']:\n"
+    # Parent 0 and not PID 1: entered from outside with `docker exec` (this probe, the HEALTHCHECK's),
+    # caught while runc still runs it as root before it becomes the image's user. Only the server's own
+    # process tree (PID 1 and its descendants) is checked.
+    "    if p != '1' and status['PPid'][0] == '0':\n"
     "        continue\n"
-    "    out.append([int(p), uid, argv[2].decode() if len(argv) > 2 else ''])\n"
+    "    out.append([int(p), status['Uid'][0], argv[2].decode() if len(argv) > 2 else ''])\n"
     "print(json.dumps(out))"
 )
 
