@@ -102,12 +102,7 @@ def load_input_example(path: str, model: Model | None = None) -> Any:
     info = _example_info(path, model)
     if not info:
         return None
-    fp = os.path.join(path, info.get("artifact_path", INPUT_EXAMPLE_FILE))
-    try:
-        with open(fp, "rb") as f:
-            data = loads(f.read())
-    except (OSError, ValueError) as e:
-        raise ModelFormatError(f"cannot read the input example {fp!r}: {e}") from e
+    fp, data = _read_example_file(path, info)
     if info.get("params") is not None and isinstance(data, dict) and "inputs" in data:
         data = data["inputs"]  # an example given with params: {"inputs": ..., "params": ...}
     try:
@@ -125,16 +120,21 @@ def load_input_example_params(path: str, model: Model | None = None) -> dict | N
     info = _example_info(path, model)
     if info.get("params") is None:
         return None
-    fp = os.path.join(path, info.get("artifact_path", INPUT_EXAMPLE_FILE))
-    try:
-        with open(fp, "rb") as f:
-            doc = loads(f.read())
-    except (OSError, ValueError) as e:
-        raise ModelFormatError(f"cannot read the input example {fp!r}: {e}") from e
+    fp, doc = _read_example_file(path, info)
     params = doc.get("params") if isinstance(doc, dict) else None
     if not isinstance(params, dict):
         raise ModelFormatError(f"the input example {fp!r} is marked as having params but holds no 'params' object")
     return params
+
+
+def _read_example_file(path: str, info: dict) -> tuple[str, Any]:
+    """The example file's path and its parsed JSON (NaN literals taken, as MLflow writes them)."""
+    fp = os.path.join(path, info.get("artifact_path", INPUT_EXAMPLE_FILE))
+    try:
+        with open(fp, "rb") as f:
+            return fp, loads(f.read())
+    except (OSError, ValueError) as e:
+        raise ModelFormatError(f"cannot read the input example {fp!r}: {e}") from e
 
 
 def _tensor_dtypes(model: Model) -> dict:
