@@ -12,6 +12,7 @@ from typing import Any
 
 from modelfmt.enforce import enforce_params, enforce_schema
 from modelfmt.environment import pinned, warn_version_mismatches
+from modelfmt.envs import load_restored
 from modelfmt.errors import FlavorError, ModelfmtError, ModelFormatError
 from modelfmt.failures import model_failure
 from modelfmt.flavor_lookup import check_flavor_options, flavor_module, loader_flavor
@@ -200,6 +201,9 @@ def load_model(model: str | os.PathLike | OpenedModel, **options: Any) -> PyFunc
     """
     opening, flavor_options = split_options(options)
     opened = open_model(model, **opening)
+    if opened.options.get("env_manager", "local") != "local":
+        # The model runs in its own environment; this process only talks to it.
+        return load_restored(opened, **flavor_options)
     conf = opened.model.flavors.get(PYFUNC_FLAVOR)
     if conf is None:
         raise ModelFormatError(

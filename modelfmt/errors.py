@@ -142,3 +142,21 @@ class ConversionError(ModelfmtError):
 
 class DeployError(ModelfmtError):
     """A deploy target cannot be built or started (no docker daemon, no wheel for a requirement)."""
+
+
+class IntegrityError(UnsafeModelError):
+    """A model directory's files differ from the digests recorded at save (changed, missing, unexpected)."""
+
+
+class SignatureError(UnsafeModelError):
+    """A required signature (``model.sig``) is missing, made by a key the caller does not trust, or does
+    not match the model's files."""
+
+
+class PickleRefusedError(UnsafeModelError):
+    """Loading would unpickle or import code from the model while pickle is refused
+    (``allow_pickle=False``, ``MODELFMT_ALLOW_PICKLE=false``)."""
+
+
+class ModelEnvironmentError(ModelfmtError):
+    """A model's environment cannot be built, checked or used (``--env-manager uv|virtualenv``)."""

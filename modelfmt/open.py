@@ -23,8 +23,12 @@ from modelfmt.errors import INVALID_PARAMETER_VALUE, FlavorError, ModelfmtError,
 from modelfmt.model import PYFUNC_FLAVOR, Model
 
 # The options that belong to opening a model; every flavor's load_model accepts and passes them here.
-# Later steps (integrity, environments) add their names.
-OPEN_OPTIONS = frozenset({"trusted_types"})
+# trusted_types: skops types trusted beyond the defaults; verify: check the recorded digests (default
+# True); public_key / certificate: require a model.sig made by one of these keys / certificate chains;
+# allow_pickle: False refuses pickle-based formats and code/ (default from MODELFMT_ALLOW_PICKLE);
+# env_manager: "local" (this interpreter), "uv" or "virtualenv" (the model's own environment).
+OPEN_OPTIONS = frozenset({"trusted_types", "verify", "public_key", "certificate", "allow_pickle", "env_manager"})
+ENV_MANAGERS = ("local", "uv", "virtualenv")
 
 Resolver = Callable[[str], "str | os.PathLike"]
 """A resolver takes the location as written (``"models:/fraud/3"``) and returns a local model directory."""
@@ -126,6 +130,25 @@ def check_open_options(options: dict[str, Any]) -> dict[str, Any]:
     trusted = options.get("trusted_types")
     if trusted is not None and (isinstance(trusted, str) or not all(isinstance(t, str) for t in trusted)):
         raise FlavorError(f"trusted_types is a list of type names (strings), got {trusted!r:.80}")
+    for name in ("verify", "allow_pickle"):
+        value = options.get(name)
+        if value is not None and not isinstance(value, bool):
+            raise FlavorError(f"{name} is True or False, got {value!r:.80}")
+    for name in ("public_key", "certificate"):
+        value = options.get(name)
+        if value is not None and not isinstance(value, (str, os.PathLike)) and not (
+            isinstance(value, (list, tuple)) and all(isinstance(v, (str, os.PathLike)) for v in value)
+        ):
+            raise FlavorError(f"{name} is a PEM file's path or a list of them, got {value!r:.80}")
+    manager = options.get("env_manager")
+    if manager is not None:
+        if manager == "conda":
+            raise FlavorError(
+                "env_manager 'conda' is not supported: use 'uv' (fast, recommended) or 'virtualenv'; "
+                "a model's conda.yaml is read for its pip requirements"
+            )
+        if manager not in ENV_MANAGERS:
+            raise FlavorError(f"env_manager is one of {', '.join(ENV_MANAGERS)}, got {manager!r:.80}")
     return dict(options)
 
 

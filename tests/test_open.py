@@ -283,7 +283,9 @@ def test_saved_models_pass_the_checks(sk_model, custom_model):
 
 # -- options --------------------------------------------------------------------------------------
 def test_open_options_are_known_and_kept(sk_model):
-    assert OPEN_OPTIONS == frozenset({"trusted_types"}) and isinstance(OPEN_OPTIONS, frozenset)
+    assert OPEN_OPTIONS == frozenset(
+        {"trusted_types", "verify", "public_key", "certificate", "allow_pickle", "env_manager"}
+    ) and isinstance(OPEN_OPTIONS, frozenset)
     assert open_model(sk_model, trusted_types=["a.B"]).options == {"trusted_types": ["a.B"]}
 
 
@@ -292,6 +294,21 @@ def test_unknown_open_option_is_refused(sk_model):
         open_model(sk_model, trusted_typo=["a.B"])
     with pytest.raises(FlavorError, match="trusted_types is a list of type names"):
         open_model(sk_model, trusted_types="a.B")
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"verify": "no"}, "verify is True or False"),
+        ({"allow_pickle": 0}, "allow_pickle is True or False"),
+        ({"public_key": 3}, "public_key is a PEM file's path or a list of them"),
+        ({"env_manager": "conda"}, "'conda' is not supported: use 'uv'"),
+        ({"env_manager": "pip"}, "env_manager is one of local, uv, virtualenv"),
+    ],
+)
+def test_open_option_values_are_checked(sk_model, options, message):
+    with pytest.raises(FlavorError, match=message):
+        open_model(sk_model, **options)
 
 
 def test_unknown_flavor_option_is_refused(sk_model):

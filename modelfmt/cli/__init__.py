@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import importlib
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
@@ -30,8 +31,11 @@ LAZY_COMMANDS = {
     "build-docker": "modelfmt.cli.docker:build_docker_command",
 }
 
-# Commands that load (or ship for loading) a model: they take --trust-type.
+# Commands that load (or ship for loading) a model: they take --trust-type, --no-verify, --public-key
+# and --certificate.
 TRUST_COMMANDS = frozenset({"predict", "verify", "serve", "convert", "generate-dockerfile", "build-docker"})
+# Commands that can run a model in its own environment: they take --env-manager.
+ENV_COMMANDS = frozenset({"predict", "verify", "serve", "build-docker"})
 
 TRUST_HELP = (
     "Trust this type in a skops file, beyond the reviewed defaults (repeatable; e.g. "
@@ -51,6 +55,10 @@ class CliState:
     debug: bool = False
     command: str | None = None
     trusted_types: list[str] = field(default_factory=list)
+    verify: bool = True
+    public_keys: list[str] = field(default_factory=list)
+    certificates: list[str] = field(default_factory=list)
+    env_manager: str | None = None
 
 
 def _remember_debug(ctx: click.Context, param: click.Parameter, value: bool) -> bool:
@@ -83,12 +91,66 @@ def trust_option() -> click.Option:
     )
 
 
+def _remember(attr: str) -> Callable[[click.Context, click.Parameter, Any], Any]:
+    def callback(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+        state = ctx.find_object(CliState)
+        if state is not None and value not in (None, ()):
+            if isinstance(getattr(state, attr), list):
+                getattr(state, attr).extend(v for v in value if v not in getattr(state, attr))
+            else:
+                setattr(state, attr, value)
+        return value
+
+    return callback
+
+
+def verify_options() -> list[click.Option]:
+    """``--no-verify``, ``--public-key PEM`` and ``--certificate PEM`` (new instances for one command)."""
+    return [
+        click.Option(["--no-verify", "no_verify"], is_flag=True, expose_value=False,
+                     callback=lambda ctx, p, v: _remember("verify")(ctx, p, False if v else None),
+                     help="Load without checking the digests recorded at save (not recommended)."),
+        click.Option(["--public-key", "public_keys"], multiple=True, metavar="PEM", expose_value=False,
+                     callback=_remember("public_keys"),
+                     help="Require a model.sig signed by this key (repeatable; or MODELFMT_PUBLIC_KEY)."),
+        click.Option(["--certificate", "certificates"], multiple=True, metavar="PEM", expose_value=False,
+                     callback=_remember("certificates"),
+                     help="Require a model.sig signed with a certificate issued by this chain (repeatable)."),
+    ]
+
+
+def env_manager_option() -> click.Option:
+    """``--env-manager local|uv|virtualenv`` (a new instance for one command)."""
+    return click.Option(
+        ["--env-manager", "env_manager"], type=click.Choice(["local", "uv", "virtualenv", "conda"]),
+        envvar="MODELFMT_ENV_MANAGER", show_envvar=True, expose_value=False, callback=_remember("env_manager"),
+        help="Where the model runs: local (this Python, the default), or its own environment built by uv "
+             "(recommended) or virtualenv from its requirements, cached.",
+    )
+
+
 def opening_options() -> dict[str, Any]:
-    """The opening options the command line gave (``trusted_types`` from ``--trust-type``), for
-    ``open_model(location, **opening_options())``. ``MODELFMT_TRUSTED_TYPES`` is read where the model loads."""
+    """The opening options the command line gave, for ``open_model(location, **opening_options())``:
+    ``trusted_types`` (``--trust-type``), ``verify`` (``--no-verify``), ``public_key`` (``--public-key``),
+    ``certificate`` (``--certificate``), ``env_manager`` (``--env-manager``). Environment variables
+    (``MODELFMT_TRUSTED_TYPES``, ``MODELFMT_PUBLIC_KEY``, ``MODELFMT_ALLOW_PICKLE``) are read where the
+    model opens, so Python callers get them too."""
     ctx = click.get_current_context(silent=True)
     state = ctx.find_object(CliState) if ctx is not None else None
-    return {"trusted_types": list(state.trusted_types)} if state and state.trusted_types else {}
+    if state is None:
+        return {}
+    out: dict[str, Any] = {}
+    if state.trusted_types:
+        out["trusted_types"] = list(state.trusted_types)
+    if not state.verify:
+        out["verify"] = False
+    if state.public_keys:
+        out["public_key"] = list(state.public_keys)
+    if state.certificates:
+        out["certificate"] = list(state.certificates)
+    if state.env_manager is not None:
+        out["env_manager"] = state.env_manager
+    return out
 
 
 def debug_enabled() -> bool:
@@ -128,6 +190,9 @@ class LazyGroup(click.Group):
             command.params.append(debug_option())
         if name in TRUST_COMMANDS and not any(p.name == "trust_types" for p in command.params):
             command.params.append(trust_option())
+            command.params.extend(verify_options())
+        if name in ENV_COMMANDS and not any(p.name == "env_manager" for p in command.params):
+            command.params.append(env_manager_option())
         return command
 
     def resolve_command(

@@ -42,7 +42,7 @@ _WORKER_MODELS: OrderedDict[str, Any] = OrderedDict()
 
 def spark_udf(
     spark: Any, model: str | os.PathLike | OpenedModel, result_type: Any = None, params: dict | None = None,
-    trusted_types: list[str] | None = None,
+    trusted_types: list[str] | None = None, **options: Any,
 ) -> ModelUDF:
     """A Spark UDF scoring ``model`` (a location or an :class:`OpenedModel`).
 
@@ -54,10 +54,14 @@ def spark_udf(
     ``trusted_types`` (skops types trusted beyond the defaults) is the opening option; it goes to the
     workers together with this process's ``MODELFMT_TRUSTED_TYPES``, which they may not see.
     In local mode, a workers' interpreter (``PYSPARK_PYTHON``) that cannot import modelfmt, pandas or
-    pyarrow is a :class:`~modelfmt.errors.DeployError` here, not a failed job.
+    pyarrow is a :class:`~modelfmt.errors.DeployError` here, not a failed job. Other keyword
+    ``options`` are opening options too (``verify=``, ``public_key=``, ``env_manager=``...: see
+    :data:`modelfmt.open.OPEN_OPTIONS`), checked here and applied again on the workers.
     """
     quiet_pandas3_warning()
-    opened = open_model(model, **({} if trusted_types is None else {"trusted_types": trusted_types}))
+    if trusted_types is not None:
+        options["trusted_types"] = trusted_types
+    opened = open_model(model, **options)
     path, meta = opened.path, opened.model
     rtype = resolve_result_type(result_type, meta.get_output_schema())
     checked = enforce_params(params, meta.get_params_schema())
