@@ -29,6 +29,7 @@ from modelfmt.serving.codecs import JSON, MLFLOW, decode_request
 if TYPE_CHECKING:
     from modelfmt.flavors.pyfunc import PyFuncModel
     from modelfmt.open import OpenedModel
+    from modelfmt.serving.batching import BatchConfig
 
 _log = logging.getLogger("modelfmt.serving")
 # After a 500, the input example is scored again at most this often (seconds), by the failing request or
@@ -59,8 +60,15 @@ class Runtime:
     time, ``not_ready_reason`` why not.
     """
 
-    def __init__(self, model: PyFuncModel, example: bytes | None = None, load_seconds: float = 0.0) -> None:
+    def __init__(
+        self,
+        model: PyFuncModel,
+        example: bytes | None = None,
+        load_seconds: float = 0.0,
+        batching: BatchConfig | None = None,
+    ) -> None:
         self.model = model
+        self.batching = batching
         self.metadata = meta = model.metadata
         self.schema = meta.get_input_schema()
         self.params_schema = meta.get_params_schema()
@@ -74,9 +82,15 @@ class Runtime:
         self._recheck_lock = threading.Lock()
 
     @classmethod
-    def load(cls, model: str | os.PathLike | OpenedModel, loaded: PyFuncModel | None = None) -> Runtime:
+    def load(
+        cls,
+        model: str | os.PathLike | OpenedModel,
+        loaded: PyFuncModel | None = None,
+        batching: BatchConfig | None = None,
+    ) -> Runtime:
         """Open and load ``model`` (a location or an :class:`~modelfmt.open.OpenedModel`, whose parsed
-        ``MLmodel`` is reused) with its input example; ``loaded`` is an already loaded model to serve."""
+        ``MLmodel`` is reused) with its input example; ``loaded`` is an already loaded model to serve;
+        ``batching`` the adaptive batching limits (``None``: the defaults)."""
         from modelfmt.example import load_serving_input_example
         from modelfmt.flavors.pyfunc import load_model
         from modelfmt.open import open_model
@@ -87,7 +101,7 @@ class Runtime:
             loaded = load_model(opened)
         seconds = time.perf_counter() - started
         _log.info("model %s loaded in %.2fs", opened.path, seconds)
-        return cls(loaded, load_serving_input_example(opened.path, opened.model), seconds)
+        return cls(loaded, load_serving_input_example(opened.path, opened.model), seconds, batching)
 
     def warm_up(self) -> None:
         """Score the input example once, so the first request is not the slow one; sets ``ready``."""
