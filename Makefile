@@ -7,7 +7,7 @@ MLFLOW_VENV ?= bench/.venv-mlflow
 MLFLOW_VERSION ?= 3.18.0
 MLFLOW_BASE_VERSION ?= 3.17.2
 
-.PHONY: demo test lint install install-test java mlflow-venv docker-setup bench clean
+.PHONY: demo test lint install install-test java mlflow-venv bench-venvs docker-setup bench clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +39,17 @@ $(MLFLOW_VENV)/.installed:
 	touch $@
 
 mlflow-venv: $(MLFLOW_VENV)/.installed
+
+# MLServer, the other peer of bench/serve.py, in its own venv. uvloop is pinned: with a newer one its
+# parallel workers die at start (MLServer issue 2286).
+MLSERVER_VENV ?= bench/.venv-mlserver
+$(MLSERVER_VENV)/.installed:
+	$(PYTHON) -m venv $(MLSERVER_VENV)
+	$(MLSERVER_VENV)/bin/python -m pip --disable-pip-version-check -q install -U pip
+	$(MLSERVER_VENV)/bin/python -m pip --disable-pip-version-check -q install mlserver==1.7.1 mlserver-sklearn==1.7.1 uvloop==0.21.0
+	touch $@
+
+bench-venvs: mlflow-venv $(MLSERVER_VENV)/.installed
 
 demo: install
 	$(PY) examples/demo.py
