@@ -13,16 +13,30 @@ call it with data read from the file (``ConstructorFromReduceNode``, ``ListNode`
 Trust never comes from the model directory (an ``MLmodel``'s ``skops_trusted_types`` was written by
 whoever made the file); it comes from this module, from the caller (``trusted_types=``,
 ``--trust-type``), and from the environment of the process that loads (``MODELFMT_TRUSTED_TYPES``:
-names separated by commas or whitespace, for servers and images).
+names separated by commas or whitespace, for servers and images). The one exception: a model whose
+``model.sig`` was verified with a key the caller trusts (``OpenedModel.signed_by``) may add its own
+``skops_trusted_types``; the key's owner vouches for them.
+
+What loading a model may run, and refusing pickle (``allow_pickle=False``, ``MODELFMT_ALLOW_PICKLE``):
+:func:`load_risks` reads only ``MLmodel`` and the directory listing (nothing is unpickled or imported)
+and names each way loading the model can run code from it; :func:`check_pickle_allowed` refuses such a
+model before its flavor loads it when pickle is not allowed.
 """
 
 from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from modelfmt.errors import FlavorError, PickleRefusedError
+
+if TYPE_CHECKING:
+    from modelfmt.open import OpenedModel
 
 TRUSTED_TYPES_ENV = "MODELFMT_TRUSTED_TYPES"
+ALLOW_PICKLE_ENV = "MODELFMT_ALLOW_PICKLE"
 
 _TREE_CHECK = (
     "scikit-learn indexes its node arrays without bounds checks (skops leaves it out of its defaults "
@@ -127,12 +141,107 @@ def _unique(names: Iterable[str]) -> list[str]:
     return list(dict.fromkeys(names))
 
 
+def signed_trusted_types(opened: OpenedModel, flavor: str = "sklearn") -> list[str]:
+    """The ``skops_trusted_types`` of ``flavor``'s block when the model's signature was verified with a
+    key the caller trusts (``opened.signed_by``); ``[]`` for any other model, whatever its ``MLmodel`` says."""
+    if not getattr(opened, "signed_by", None):
+        return []
+    names = (opened.model.flavors.get(flavor) or {}).get("skops_trusted_types") or []
+    return [n for n in names if isinstance(n, str)] if isinstance(names, list) else []
+
+
+# -- what loading runs ----------------------------------------------------------------------------
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off")
+_PICKLE_FORMATS = ("cloudpickle", "pickle")
+# loader modules whose models modelfmt reads itself: MLflow's names and ours (a plugin's is anything else)
+_KNOWN_LOADERS = (
+    "mlflow.pyfunc.model", "mlflow.sklearn", "mlflow.spark", "mlflow.onnx",
+    "modelfmt.flavors.pyfunc", "modelfmt.flavors.sklearn", "modelfmt.flavors.spark", "modelfmt.flavors.onnx",
+)
+_CUSTOM_LOADERS = ("mlflow.pyfunc.model", "modelfmt.flavors.pyfunc")
+
+
+def pickle_allowed(options: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None) -> bool:
+    """Whether loading may unpickle or import code from a model: the ``allow_pickle`` opening option
+    when given, else ``MODELFMT_ALLOW_PICKLE`` (``true``/``false``, ``1``/``0``, ``yes``/``no``), else True."""
+    value = (options or {}).get("allow_pickle")
+    if value is not None:
+        return bool(value)
+    text = (os.environ if environ is None else environ).get(ALLOW_PICKLE_ENV, "").strip().lower()
+    if not text or text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise FlavorError(f"{ALLOW_PICKLE_ENV} is true or false, got {text!r:.40}")
+
+
+def _risks(opened: OpenedModel) -> list[tuple[bool, str]]:
+    """``(refused without pickle, line)`` for each way loading ``opened`` can run code from the model."""
+    out: list[tuple[bool, str]] = []
+    flavors = opened.model.flavors
+    sk = flavors.get("sklearn")
+    if isinstance(sk, dict):
+        fmt = sk.get("serialization_format") or "cloudpickle"
+        if fmt in _PICKLE_FORMATS:
+            name = sk.get("pickled_model") or "model.pkl"
+            out.append((True, f"unpickles {name} ({fmt}): loading runs code from the file"))
+    pyfunc = flavors.get("python_function")
+    if isinstance(pyfunc, dict):
+        loader = pyfunc.get("loader_module") or ""
+        if loader in _CUSTOM_LOADERS and not isinstance(sk, dict):
+            if pyfunc.get("model_code_path"):
+                out.append((True, f"runs the model code file {pyfunc['model_code_path']} (MLflow models from code)"))
+            else:
+                name = pyfunc.get("python_model") or "python_model.pkl"
+                out.append((True, f"unpickles {name} (cloudpickle): loading runs code from the file"))
+                out.append((True, "custom PythonModel class: its load_context and predict run code chosen by "
+                                  "whoever made the model"))
+        elif loader and loader not in _KNOWN_LOADERS:
+            out.append((False, f"loaded by the flavor plugin {loader!r}: what its loader runs is up to that plugin"))
+    for code in _unique(c.get("code") for c in flavors.values() if isinstance(c, dict) and c.get("code")):
+        if os.path.isdir(os.path.join(opened.path, code)):
+            out.append((True, f"imports {code}/ (put first on sys.path): Python files shipped with the model "
+                              "run when the model imports them"))
+    return out
+
+
+def load_risks(opened: OpenedModel) -> list[str]:
+    """Human lines naming each way loading ``opened`` can run code from the model directory (pickle,
+    ``code/``, custom classes, plugin loaders); ``[]`` for skops, ONNX and Spark models. Reads only
+    ``MLmodel`` and the listing: nothing is unpickled or imported."""
+    return [line for _refused, line in _risks(opened)]
+
+
+def check_pickle_allowed(opened: OpenedModel) -> None:
+    """Refuse ``opened`` with a :class:`PickleRefusedError` when pickle is not allowed (``allow_pickle=False``
+    or ``MODELFMT_ALLOW_PICKLE=false``) and loading it would unpickle a file or import ``code/``.
+    Flavor loaders call this before they read the model's files."""
+    if pickle_allowed(opened.options):
+        return
+    refused = [line for is_refused, line in _risks(opened) if is_refused]
+    if not refused:
+        return
+    how = "allow_pickle=False" if opened.options.get("allow_pickle") is False else f"{ALLOW_PICKLE_ENV}=false"
+    raise PickleRefusedError(
+        f"refusing to load {opened.source!r}: pickle is not allowed ({how}) and loading it "
+        f"{'; '.join(refused)}. Only for a model you trust, allow it with allow_pickle=True or "
+        f"{ALLOW_PICKLE_ENV}=true; or save it in a format that runs no code from the file "
+        "(sklearn: serialization_format='skops'; ONNX: modelfmt convert)"
+    )
+
+
 __all__ = [
+    "ALLOW_PICKLE_ENV",
     "NOT_TRUSTED",
     "REVIEWED_TYPES",
     "TRUSTED_TYPES_ENV",
     "caller_trusted_types",
+    "check_pickle_allowed",
     "env_trusted_types",
+    "load_risks",
+    "pickle_allowed",
     "reviewed_type_names",
+    "signed_trusted_types",
     "trusted_types",
 ]
