@@ -34,12 +34,17 @@ def proto():
 
 
 # -- registration and lookup --------------------------------------------------------------------
-def test_mlflow_registers_json_csv_and_parquet_decoders_and_the_json_encoder():
-    assert supported_content_types(MLFLOW) == ["application/json", "application/vnd.apache.parquet", "text/csv"]
-    assert answer_types(MLFLOW) == ["application/json"]
+def test_mlflow_registers_json_csv_parquet_and_arrow_decoders_and_encoders():
+    assert supported_content_types(MLFLOW) == [
+        "application/json", "application/vnd.apache.arrow.file", "application/vnd.apache.arrow.stream",
+        "application/vnd.apache.parquet", "text/csv",
+    ]
+    assert answer_types(MLFLOW) == ["application/json", "application/vnd.apache.arrow.stream",
+                                    "application/vnd.apache.parquet"]
     assert decoder_for(MLFLOW, "application/json") is codecs.json.decode
     assert decoder_for(MLFLOW, "text/csv") is codecs.csv.decode
     assert decoder_for(MLFLOW, "application/vnd.apache.parquet") is codecs.parquet.decode
+    assert decoder_for(MLFLOW, "application/vnd.apache.arrow.stream") is codecs.arrow.decode
     assert answer_for(MLFLOW, None) == ("application/json", codecs.json.encode)
 
 
@@ -53,7 +58,7 @@ def test_decoders_are_keyed_by_protocol_and_media_type(proto):
     # Another protocol's media types are not this one's, and the other way round.
     with pytest.raises(UnsupportedMediaTypeError, match="application/x-lines"):
         decode_request(b"{}", "application/json", None, proto)
-    with pytest.raises(UnsupportedMediaTypeError, match="application/json, application/vnd.apache.parquet, text/csv"):
+    with pytest.raises(UnsupportedMediaTypeError, match="application/json, .*application/vnd.apache.parquet, text/csv"):
         decode_request(b"a", "application/x-lines", None, MLFLOW)
 
 
@@ -105,15 +110,19 @@ def test_mlflow_answers_json_to_any_accept_that_allows_it(accept):
 
 @pytest.mark.parametrize(
     "accept",
-    ["text/csv", "application/xml", "text/*", "application/json;q=0", "*/*;q=0",
-     # the most specific range decides: application/json;q=0 wins over */* and application/*
-     "*/*;q=1, application/json;q=0", "application/*;q=0.9, application/json;q=0"],
+    ["text/csv", "application/xml", "text/*", "application/json;q=0, application/vnd.apache.*;q=0", "*/*;q=0"],
 )
 def test_an_accept_no_encoder_satisfies_is_406_naming_what_can_be_answered(accept):
     with pytest.raises(NotAcceptableError) as e:
         answer_for(MLFLOW, accept)
     assert e.value.http_status == 406 and e.value.error_code == "NOT_ACCEPTABLE"
     assert repr(accept) in e.value.message and "answers application/json" in e.value.message
+
+
+@pytest.mark.parametrize("accept", ["*/*;q=1, application/json;q=0", "application/*;q=0.9, application/json;q=0"])
+def test_the_most_specific_range_decides(accept):
+    # application/json;q=0 refuses JSON even where */* or application/* allow it: Arrow, the next encoder.
+    assert answer_for(MLFLOW, accept).media_type == "application/vnd.apache.arrow.stream"
 
 
 def test_q_values_pick_among_encoders(proto):

@@ -2,7 +2,7 @@
 
 The registry (:mod:`modelfmt.serving.codecs._registry`) keys decoders and encoders by protocol and
 media type; each media type is its own module that registers itself (``json.py``, ``csv.py``,
-``parquet.py``), and
+``parquet.py``, ``arrow.py``), and
 importing this package imports them. :func:`decode_request` picks the decoder by ``Content-Type``
 and :func:`encode_predictions` the encoder by ``Accept``; the REST server, ``modelfmt predict`` and
 the Docker image all call them, so a body means the same thing everywhere.
@@ -10,7 +10,8 @@ the Docker image all call them, so a body means the same thing everywhere.
 
 from __future__ import annotations
 
-from modelfmt.serving.codecs import csv as _csv  # noqa: F401  (importing a codec module registers it)
+from modelfmt.serving.codecs import arrow as _arrow  # noqa: F401  (importing a codec module registers it)
+from modelfmt.serving.codecs import csv as _csv  # noqa: F401
 from modelfmt.serving.codecs import json as _json  # noqa: F401
 from modelfmt.serving.codecs import parquet as _parquet  # noqa: F401
 from modelfmt.serving.codecs._registry import (
@@ -31,9 +32,11 @@ from modelfmt.serving.codecs._registry import (
     register_encoder,
     supported_content_types,
 )
+from modelfmt.serving.codecs.arrow import ARROW, predictions_table
 from modelfmt.serving.codecs.parquet import PARQUET
 
 __all__ = [
+    "ARROW",
     "CSV",
     "JSON",
     "MLFLOW",
@@ -48,6 +51,7 @@ __all__ = [
     "encode_predictions",
     "parse_accept",
     "parse_content_type",
+    "predictions_table",
     "register_decoder",
     "register_encoder",
     "supported_content_types",

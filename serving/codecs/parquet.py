@@ -5,6 +5,9 @@ Parquet carries its own column types; they are mapped to the signature's by the 
 for a ``long``, int64 fitted into an ``integer``. What the policy refuses is left as it came, for
 enforcement to refuse naming the column. Nulls arrive as NaN (floats), ``<NA>`` (pandas' nullable
 integers, refused in integer columns as missing values) or ``None``.
+
+Answers in Parquet (``Accept: application/vnd.apache.parquet``) are the typed table of
+:func:`modelfmt.serving.codecs.arrow.predictions_table`.
 """
 
 from __future__ import annotations
@@ -12,8 +15,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from modelfmt.errors import PayloadError
-from modelfmt.serving.codecs._registry import MLFLOW, register_decoder
-from modelfmt.serving.codecs._tables import conform_frame, plan_for
+from modelfmt.serving.codecs._registry import MLFLOW, register_decoder, register_encoder
+from modelfmt.serving.codecs._tables import plan_for
+from modelfmt.serving.codecs.arrow import input_from_table, predictions_table
 
 if TYPE_CHECKING:
     from modelfmt.signature import Schema
@@ -24,18 +28,29 @@ PARQUET = "application/vnd.apache.parquet"
 @register_decoder(MLFLOW, PARQUET)
 def decode(body: bytes, schema: Schema | None = None) -> tuple[Any, None]:
     """Read a Parquet body into a DataFrame, its columns in the signature's types; Parquet carries no params."""
-    return conform_frame(read_frame(body), plan_for(schema)), None
+    return input_from_table(read_table(body), plan_for(schema)), None
 
 
-def read_frame(body: bytes) -> Any:
-    """The DataFrame a Parquet body holds (its pandas index too, when it was written with one)."""
+@register_encoder(MLFLOW, PARQUET)
+def encode(predictions: Any) -> bytes:
+    """``predictions`` as a Parquet file of one table."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    sink = pa.BufferOutputStream()
+    pq.write_table(predictions_table(predictions), sink)
+    return sink.getvalue().to_pybytes()
+
+
+def read_table(body: bytes) -> Any:
+    """The ``pyarrow.Table`` a Parquet body holds."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     try:
-        table = pq.read_table(pa.py_buffer(body))
-        return table.to_pandas()
+        return pq.read_table(pa.py_buffer(body))
     except (pa.ArrowException, OSError, ValueError, TypeError) as e:
         raise PayloadError(
             f"the body is not valid Parquet ({e}); send a table written by DataFrame.to_parquet()"
         ) from None
+
