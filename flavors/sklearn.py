@@ -179,16 +179,25 @@ def _load_skops(file: str, trusted_types: list[str] | None) -> Any:
 
 
 class _SklearnWrapper:
-    """Calls the configured predict function of an estimator."""
+    """Calls the configured predict function of an estimator; on the checked frame of a signature that
+    matches its ``feature_names_in_``, through the fast path of :mod:`modelfmt.flavors._sklearn_fast`."""
 
-    def __init__(self, estimator: Any, predict_fn: str) -> None:
+    def __init__(self, estimator: Any, predict_fn: str, input_schema: Any = None) -> None:
+        from modelfmt.flavors import _sklearn_fast
+
         self.raw_model = estimator
         fn = getattr(estimator, predict_fn, None)
         if not callable(fn):
             raise ModelFormatError(f"{type(estimator).__name__} has no method {predict_fn!r} (predict_fn in MLmodel)")
         self._fn = fn
+        self._fast = _sklearn_fast.build(estimator, predict_fn, input_schema)
 
     def predict(self, data: Any, params: dict | None = None) -> Any:
+        fast = self._fast
+        if fast is not None:
+            values = fast.array(data)
+            if values is not None:
+                return fast.fn(values)
         return self._fn(data)
 
 
@@ -196,4 +205,4 @@ def load_pyfunc(opened: OpenedModel) -> _SklearnWrapper:
     """The pyfunc wrapper: the estimator's ``predict_fn`` (from MLmodel). No flavor options;
     ``trusted_types`` is an opening option."""
     predict_fn = opened.model.flavors.get("python_function", {}).get("predict_fn") or "predict"
-    return _SklearnWrapper(_load(opened), predict_fn)
+    return _SklearnWrapper(_load(opened), predict_fn, opened.model.get_input_schema())
