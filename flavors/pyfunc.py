@@ -10,6 +10,7 @@ import shutil
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from modelfmt import trust
 from modelfmt.enforce import enforce_params, enforce_schema
 from modelfmt.environment import pinned, warn_version_mismatches
 from modelfmt.envs import load_restored
@@ -198,9 +199,12 @@ def load_model(model: str | os.PathLike | OpenedModel, **options: Any) -> PyFunc
 
     Opening options (``trusted_types=`` for skops models...) go to :func:`modelfmt.open.open_model`;
     the others are the flavor's own (``onnx_session_options=``...) and go to its ``load_pyfunc``.
+    When pickle is not allowed (``allow_pickle=False``, ``MODELFMT_ALLOW_PICKLE=false``), a model that
+    would unpickle a file or import ``code/`` is refused here, before anything of it runs.
     """
     opening, flavor_options = split_options(options)
     opened = open_model(model, **opening)
+    trust.check_pickle_allowed(opened)  # before an environment is built for it, too
     if opened.options.get("env_manager", "local") != "local":
         # The model runs in its own environment; this process only talks to it.
         return load_restored(opened, **flavor_options)
@@ -315,6 +319,7 @@ def _wrap(
 def load_pyfunc(opened: OpenedModel) -> _PythonModelWrapper:
     """The pyfunc wrapper of a custom model: ``python_model.pkl`` unpickled (MLflow's names mapped to
     stand-ins, 0.1's ``flavors.*`` to ``modelfmt.flavors.*``), then its ``load_context``. No options."""
+    trust.check_pickle_allowed(opened)
     conf = opened.flavor_conf(PYFUNC_FLAVOR)
     if conf.get("model_code_path"):
         raise ModelFormatError("MLflow 'models from code' (model_code_path) are not supported; save the model object")

@@ -1,9 +1,11 @@
-"""The sklearn flavor: scikit-learn estimators saved as cloudpickle, pickle or skops."""
+"""The sklearn flavor: scikit-learn estimators saved as skops (by default, when every type is trusted),
+cloudpickle or pickle."""
 
 from __future__ import annotations
 
 import os
 import pickle
+import warnings
 from typing import Any
 
 from modelfmt import trust
@@ -24,10 +26,15 @@ SERIALIZATION_FORMATS = ("cloudpickle", "pickle", "skops")
 _FILE_NAMES = {"cloudpickle": "model.pkl", "pickle": "model.pkl", "skops": "model.skops"}
 
 
+class PickleFallbackWarning(UserWarning):
+    """A model saved without ``serialization_format`` went to cloudpickle, because skops could not
+    save it with only trusted types; the message names the types (loading it will unpickle)."""
+
+
 def save_model(
     sk_model: Any,
     path: str,
-    serialization_format: str = "cloudpickle",
+    serialization_format: str | None = None,
     signature: Any = None,
     input_example: Any = None,
     pyfunc_predict_fn: str = "predict",
@@ -40,36 +47,44 @@ def save_model(
 ) -> Model:
     """Save a fitted scikit-learn estimator to ``path`` in MLflow's sklearn layout.
 
+    ``serialization_format`` ``None`` (the default) saves with skops when every type in the estimator
+    is trusted (skops' defaults, :data:`modelfmt.trust.REVIEWED_TYPES` and ``trusted_types``), and
+    otherwise with cloudpickle, with one :class:`PickleFallbackWarning` naming the types that forced it.
+    ``"skops"`` refuses such a model instead, naming the types; ``"cloudpickle"`` and ``"pickle"``
+    choose those. A skops model holding types from ``trusted_types`` needs the same list to load.
+    MLflow's ``skops_trusted_types`` field is written for MLflow's loader; modelfmt does not trust it.
     ``pyfunc_predict_fn`` names the method the pyfunc wrapper calls (``predict``, ``predict_proba``...).
-    With ``serialization_format="skops"``, a model holding types that loading trusts by default
-    (skops' and :data:`modelfmt.trust.REVIEWED_TYPES`) is refused, naming the others, unless they are
-    in ``trusted_types``; loading it then needs the same ``trusted_types``. MLflow's
-    ``skops_trusted_types`` field is written for MLflow's loader; modelfmt never reads it.
     """
     import sklearn
 
-    if serialization_format not in SERIALIZATION_FORMATS:
+    if serialization_format is not None and serialization_format not in SERIALIZATION_FORMATS:
         raise FlavorError(
             f"unknown serialization_format {serialization_format!r}; choose one of {', '.join(SERIALIZATION_FORMATS)}"
         )
     if not callable(getattr(sk_model, pyfunc_predict_fn, None)):
         raise FlavorError(f"{type(sk_model).__name__} has no method {pyfunc_predict_fn!r} to use as pyfunc_predict_fn")
-    if trusted_types is not None and (isinstance(trusted_types, str) or serialization_format != "skops"):
-        raise FlavorError("trusted_types is a list of type names, for serialization_format='skops' only")
-    file_name = _FILE_NAMES[serialization_format]
+    if trusted_types is not None and (
+        isinstance(trusted_types, str) or serialization_format not in (None, "skops")
+    ):
+        raise FlavorError("trusted_types is a list of type names, for the skops format only")
     with atomic_model_dir(path, overwrite) as tmp:
-        file = os.path.join(tmp, file_name)
-        _dump(sk_model, file, serialization_format)
-        skops_types = _skops_types_to_trust(file, trusted_types) if serialization_format == "skops" else None
+        if serialization_format is None:
+            fmt, skops_types = _dump_default(sk_model, tmp, trusted_types)
+        else:
+            fmt = serialization_format
+            file = os.path.join(tmp, _FILE_NAMES[fmt])
+            _dump(sk_model, file, fmt)
+            skops_types = _skops_types_to_trust(file, trusted_types) if fmt == "skops" else None
+        file_name = _FILE_NAMES[fmt]
         model = Model().add_flavor(
             FLAVOR_NAME,
             pickled_model=file_name,
             sklearn_version=sklearn.__version__,
-            serialization_format=serialization_format,
+            serialization_format=fmt,
             # For MLflow, whose loader takes this list from MLmodel; modelfmt never reads it back.
             skops_trusted_types=skops_types,
         )
-        serializer = "skops" if serialization_format == "skops" else "cloudpickle"
+        serializer = "skops" if fmt == "skops" else "cloudpickle"
         return finish_model(
             tmp,
             model,
@@ -87,6 +102,34 @@ def save_model(
         )
 
 
+def _dump_default(sk_model: Any, tmp: str, trusted_types: list[str] | None) -> tuple[str, list[str] | None]:
+    """Save as skops when every type is trusted, else as cloudpickle with one warning:
+    ``(format, skops_trusted_types)``."""
+    file = os.path.join(tmp, _FILE_NAMES["skops"])
+    try:
+        _dump(sk_model, file, "skops")
+        untrusted = sorted(_untrusted_types(file))
+    except FlavorError as e:  # an object skops cannot write at all
+        why = f"skops cannot save it ({e})"
+    else:
+        allowed = {*trust.reviewed_type_names(), *(trusted_types or [])}
+        refused = [t for t in untrusted if t not in allowed]
+        if not refused:
+            return "skops", untrusted or None
+        why = f"it holds types that loading a skops file does not trust by default: {', '.join(refused)}"
+    if os.path.exists(file):
+        os.remove(file)
+    _dump(sk_model, os.path.join(tmp, _FILE_NAMES["cloudpickle"]), "cloudpickle")
+    warnings.warn(
+        f"{type(sk_model).__name__} saved with cloudpickle, not skops: {why}. Loading it will unpickle "
+        "(refused where MODELFMT_ALLOW_PICKLE=false); if you trust those types, pass trusted_types=[...] "
+        "to save it with skops, or serialization_format='cloudpickle' to choose pickle without this warning",
+        PickleFallbackWarning,
+        stacklevel=3,
+    )
+    return "cloudpickle", None
+
+
 def _dump(sk_model: Any, file: str, fmt: str) -> None:
     try:
         if fmt == "skops":
@@ -98,16 +141,20 @@ def _dump(sk_model: Any, file: str, fmt: str) -> None:
 
             with open(file, "wb") as f:
                 (cloudpickle if fmt == "cloudpickle" else pickle).dump(sk_model, f)
-    except (pickle.PicklingError, TypeError, AttributeError) as e:
+    except (pickle.PicklingError, TypeError, AttributeError, ValueError, NotImplementedError) as e:
         raise FlavorError(f"cannot serialise {type(sk_model).__name__} with {fmt}: {e}") from e
+
+
+def _untrusted_types(file: str) -> list[str]:
+    import skops.io
+
+    return list(skops.io.get_untrusted_types(file=file))
 
 
 def _skops_types_to_trust(file: str, trusted_types: list[str] | None) -> list[str] | None:
     """The types of a skops file outside skops' defaults (what MLflow's loader must be told), after
     refusing the file when default trust and ``trusted_types`` do not cover them."""
-    import skops.io
-
-    untrusted = sorted(skops.io.get_untrusted_types(file=file))
+    untrusted = sorted(_untrusted_types(file))
     # Default trust only: the environment of the process saving says nothing about where it will load.
     allowed = {*trust.reviewed_type_names(), *(trusted_types or [])}
     refused = [t for t in untrusted if t not in allowed]
@@ -122,23 +169,31 @@ def _skops_types_to_trust(file: str, trusted_types: list[str] | None) -> list[st
 def load_model(model: str | os.PathLike | OpenedModel, **options: Any) -> Any:
     """The scikit-learn estimator saved at ``model`` (a location or an :class:`OpenedModel`).
 
-    ``options`` are opening options. skops files are audited first: types outside what is trusted by
+    ``options`` are opening options. A pickled model (or one shipping ``code/``) is refused with a
+    :class:`~modelfmt.errors.PickleRefusedError` when pickle is not allowed (``allow_pickle=False``,
+    ``MODELFMT_ALLOW_PICKLE=false``). skops files are audited first: types outside what is trusted by
     default (skops' set and :data:`modelfmt.trust.REVIEWED_TYPES`) are refused, with their names,
-    unless listed in ``trusted_types`` or ``MODELFMT_TRUSTED_TYPES``; then their trees are checked.
+    unless listed in ``trusted_types`` or ``MODELFMT_TRUSTED_TYPES`` (or in the model's own
+    ``skops_trusted_types`` when its signature was verified with a key the caller trusts); then their
+    trees are checked.
     """
     opened = open_model(model, **options)
+    trust.check_pickle_allowed(opened)  # before code/ goes on sys.path
     opened.add_code_to_sys_path(FLAVOR_NAME)  # as pyfunc.load_model does
     return _load(opened)
 
 
 def _load(opened: OpenedModel) -> Any:
+    trust.check_pickle_allowed(opened)
     conf = opened.flavor_conf(FLAVOR_NAME)
     fmt = conf.get("serialization_format", "cloudpickle")
     file = model_file(opened.path, conf, "pickled_model", _FILE_NAMES.get(fmt, "model.pkl"))
     if not os.path.isfile(file):
         raise ModelFormatError(f"the model file {file!r} named in MLmodel is missing")
     if fmt == "skops":
-        return _load_skops(file, opened.options.get("trusted_types"))
+        # A model signed by a key the caller trusts may extend trust with its own list; no other may.
+        extra = [*(opened.options.get("trusted_types") or []), *trust.signed_trusted_types(opened, FLAVOR_NAME)]
+        return _load_skops(file, extra)
     if fmt not in SERIALIZATION_FORMATS:
         raise ModelFormatError(f"unknown sklearn serialization_format {fmt!r} in MLmodel")
     try:
@@ -164,7 +219,7 @@ def _load_skops(file: str, trusted_types: list[str] | None) -> Any:
 
     from modelfmt.flavors._sklearn_checks import check_trees
 
-    untrusted = skops.io.get_untrusted_types(file=file)
+    untrusted = _untrusted_types(file)
     allowed = set(trust.trusted_types(trusted_types))
     refused = sorted(set(untrusted) - allowed)
     if refused:

@@ -15,6 +15,7 @@ import warnings
 import weakref
 from typing import Any
 
+from modelfmt import trust
 from modelfmt.environment import pinned
 from modelfmt.errors import FlavorError, ModelFormatError
 from modelfmt.flavors._common import model_file
@@ -183,6 +184,7 @@ def load_model(model: str | os.PathLike | OpenedModel, dfs_tmpdir: str | None = 
     """The ``pyspark.ml`` model saved at ``model`` (a location or an :class:`OpenedModel`); starts a
     local SparkSession if none is active. ``options`` are opening options."""
     opened = open_model(model, **options)
+    trust.check_pickle_allowed(opened)  # a Spark model runs no pickle, but its code/ would be imported
     opened.add_code_to_sys_path(FLAVOR_NAME)
     return _load(spark_session(), opened, dfs_tmpdir)
 

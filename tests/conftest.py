@@ -32,5 +32,6 @@ def sklearn_model_path(tmp_path_factory, elasticnet, diabetes):
     from modelfmt.flavors import sklearn as sk_flavor
 
     path = str(tmp_path_factory.mktemp("models") / "elasticnet")
-    sk_flavor.save_model(elasticnet, path, input_example=diabetes[0].head(3))
+    # cloudpickle, not the default skops: the tests of pickled models (test_open, test_server_resilience) edit model.pkl
+    sk_flavor.save_model(elasticnet, path, serialization_format="cloudpickle", input_example=diabetes[0].head(3))
     return path

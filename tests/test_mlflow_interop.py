@@ -79,7 +79,7 @@ def _save_ours(base: Path, diabetes, elasticnet) -> dict:
     X, y = diabetes
     ex = X.head(3)
     out: dict = {}
-    sk_flavor.save_model(elasticnet, base / "sk_cloudpickle", input_example=ex)
+    sk_flavor.save_model(elasticnet, base / "sk_cloudpickle", serialization_format="cloudpickle", input_example=ex)
     sig = modelfmt.infer_signature(ex, elasticnet.predict(ex))
     sk_flavor.save_model(elasticnet, base / "sk_pickle", serialization_format="pickle", signature=sig)
     sig_params = modelfmt.infer_signature(ex, elasticnet.predict(ex), params={"note": "x", "k": 1})
