@@ -1,4 +1,4 @@
-"""Atomic model-directory writes: build beside the target, rename into place."""
+"""Atomic writes: a model directory built beside its target and renamed into place; one file likewise."""
 
 from __future__ import annotations
 
@@ -31,6 +31,24 @@ def _umask() -> int:
         mask = os.umask(0o022)
         os.umask(mask)
     return mask
+
+
+def write_file_atomic(path: str, data: bytes) -> None:
+    """Write ``data`` to the file ``path`` through a temporary file beside it, renamed over it: a reader
+    sees the old content or the new one, never a part. The file gets the permissions of a new file under
+    the umask. No fsync: this guards readers of a live directory (``modelfmt seal``), as the directory
+    renames of :func:`atomic_model_dir` do, not against a power cut."""
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it 0600
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
 
 
 def _check_target(path: str, overwrite: bool) -> None:
