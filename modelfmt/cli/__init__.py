@@ -25,6 +25,7 @@ LAZY_COMMANDS = {
     "info": "modelfmt.cli.info:info",
     "predict": "modelfmt.cli.predict:predict",
     "verify": "modelfmt.cli.info:verify",
+    "seal": "modelfmt.cli.seal:seal",
     "serve": "modelfmt.cli.serve:serve",
     "convert": "modelfmt.cli.convert:convert",
     "generate-dockerfile": "modelfmt.cli.docker:generate_dockerfile_command",
