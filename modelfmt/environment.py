@@ -13,6 +13,7 @@ from modelfmt.errors import ModelFormatError
 REQUIREMENTS_FILE = "requirements.txt"
 PYTHON_ENV_FILE = "python_env.yaml"
 CONDA_ENV_FILE = "conda.yaml"
+UV_LOCK_FILE = "uv.lock"  # a model saved from a uv project may carry its lock (restored with uv sync)
 
 _log = logging.getLogger(__name__)
 _NAME_RE = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)")
@@ -101,6 +102,33 @@ def read_requirements(path: str) -> list[str]:
         return []
     with open(fp, encoding="utf-8") as f:
         return [ln.strip() for ln in f if ln.strip() and not ln.lstrip().startswith("#")]
+
+
+def read_python_env(path: str) -> dict | None:
+    """The model's ``python_env.yaml`` as a mapping (``None`` when it has none)."""
+    return _read_yaml(os.path.join(path, PYTHON_ENV_FILE))
+
+
+def read_conda_env(path: str) -> dict | None:
+    """The model's ``conda.yaml`` as a mapping (``None`` when it has none)."""
+    return _read_yaml(os.path.join(path, CONDA_ENV_FILE))
+
+
+def _read_yaml(fp: str) -> dict | None:
+    import yaml
+
+    if not os.path.isfile(fp):
+        return None
+    with open(fp, encoding="utf-8") as f:
+        try:
+            data = yaml.safe_load(f)
+        except yaml.YAMLError as e:
+            raise ModelFormatError(f"{os.path.basename(fp)} of the model is not valid YAML: {e}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ModelFormatError(f"{os.path.basename(fp)} of the model is not a mapping")
+    return data
 
 
 def version_mismatches(requirements: list[str]) -> list[str]:

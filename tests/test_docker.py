@@ -13,11 +13,11 @@ import tarfile
 import pytest
 from test_docker_image import docker_ready  # noqa: F401 - the fixture: dockerd and the base image
 
+from modelfmt.envs import wheels as docker_wheels
 from modelfmt.errors import DeployError
 from modelfmt.model import Model
 from modelfmt.serving.docker import cache as docker_cache
 from modelfmt.serving.docker import context as docker_context
-from modelfmt.serving.docker import wheels as docker_wheels
 from modelfmt.serving.docker.build import generate_dockerfile, resolve_target
 
 BASE_IMAGE = os.environ.get("MODELFMT_TEST_BASE_IMAGE", "modelfmt-base:bookworm")

@@ -1,7 +1,7 @@
 """The Docker deploy target: ``modelfmt generate-dockerfile`` and ``modelfmt build-docker``.
 
 The image is built with no network: wheels for the model's requirements and modelfmt are resolved on
-the host for the image's Python and platform (``modelfmt.serving.docker.wheels``), laid out with the rendered
+the host for the image's Python and platform (``modelfmt.envs.wheels``), laid out with the rendered
 ``Dockerfile.template`` and the model (``modelfmt.serving.docker.context``), then built with the docker CLI
 (``modelfmt.serving.docker.client``): the dependency stage first, as a cache image named after its
 content (``modelfmt.serving.docker.cache``), then the image. What the builds commit and leave dangling is

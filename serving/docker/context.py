@@ -216,7 +216,7 @@ def _fill_context(
     model_path: str, output_dir: str, target: Target, dockerfile: str, modelfmt_wheel: str | None,
     pip_options: Sequence[str],
 ) -> None:
-    from modelfmt.serving.docker import wheels as docker_wheels
+    from modelfmt.envs import wheels as docker_wheels
 
     wheel_dir = os.path.join(output_dir, "modelfmt-wheel")
     own = docker_wheels.modelfmt_wheel(wheel_dir, modelfmt_wheel)
