@@ -165,20 +165,27 @@ def _build(
 
 def modelfmt_wheel(root: str, fingerprint: str) -> str:
     """A wheel of the running modelfmt, built once per source fingerprint under ``<root>/.wheels``."""
-    folder = os.path.join(root, ".wheels", fingerprint[:20])
-    with cache.locked(root, f".wheels-{fingerprint[:20]}"):
-        found = [n for n in os.listdir(folder) if n.endswith(".whl")] if os.path.isdir(folder) else []
-        if found:
-            return os.path.join(folder, found[0])
-        tmp = tempfile.mkdtemp(prefix=".wheel-", dir=root)
-        try:
-            wheels.modelfmt_wheel(tmp)
-            os.makedirs(os.path.dirname(folder), exist_ok=True)
-            os.rename(tmp, folder)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-    return os.path.join(folder, next(n for n in os.listdir(folder) if n.endswith(".whl")))
+    digest = fingerprint[:20]
+    folder = os.path.join(root, cache.WHEELS_DIR, digest)
+    with cache.locked(root, cache.WHEELS_LOCK + digest):
+        if not _wheel_in(folder):
+            tmp = tempfile.mkdtemp(prefix=f".wheel-{digest}-", dir=root)
+            try:
+                wheels.modelfmt_wheel(tmp)
+                os.makedirs(os.path.dirname(folder), exist_ok=True)
+                cache.discard(folder)
+                os.rename(tmp, folder)
+            except BaseException:
+                shutil.rmtree(tmp, ignore_errors=True)
+                raise
+        found = _wheel_in(folder)
+    assert found is not None
+    return found
+
+
+def _wheel_in(folder: str) -> str | None:
+    names = sorted(n for n in os.listdir(folder) if n.endswith(".whl")) if os.path.isdir(folder) else []
+    return os.path.join(folder, names[0]) if names else None
 
 
 def _installer_env() -> dict[str, str]:

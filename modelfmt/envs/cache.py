@@ -36,6 +36,8 @@ MANIFEST = "modelfmt-env.json"
 LAST_USED = ".last-used"
 LOCK_TIMEOUT_ENV = "MODELFMT_ENV_LOCK_TIMEOUT"  # seconds to wait for another process's build
 FORMAT = 1
+WHEELS_DIR = ".wheels"
+WHEELS_LOCK = ".wheels-"  # + the fingerprint's first 20 digits: the lock of one wheel's build
 
 _log = logging.getLogger(__name__)
 
@@ -263,15 +265,37 @@ def discard(path: str) -> None:
 
 
 def stale_builds(root: str) -> list[str]:
-    """Leftovers of builds or removals that were killed: ``.build-*`` and ``.trash-*`` folders whose
-    key no process holds locked."""
+    """Leftovers of builds or removals that were killed: ``.build-<key>-*`` and ``.wheel-<digest>-*``
+    folders whose lock no process holds, and ``.trash-*`` folders."""
     out = []
-    for name in os.listdir(root):
+    for name in sorted(os.listdir(root)):
+        path = os.path.join(root, name)
         if name.startswith(".trash-"):
-            out.append(os.path.join(root, name))
-        elif name.startswith(".build-"):
-            key = name[len(".build-"):].split("-", 1)[0]
-            with locked(root, key, wait=False) as got:
-                if got:
-                    out.append(os.path.join(root, name))
+            out.append(path)
+            continue
+        for prefix, lock_prefix in ((".build-", ""), (".wheel-", WHEELS_LOCK)):
+            if name.startswith(prefix) and os.path.isdir(path):
+                key = lock_prefix + name[len(prefix):].split("-", 1)[0]
+                with locked(root, key, wait=False) as got:
+                    if got:
+                        out.append(path)
     return out
+
+
+def prune_wheels(root: str, keep: str | None = None) -> list[str]:
+    """Remove the modelfmt wheels no cached environment was built from (``keep``: a fingerprint to
+    keep, the running modelfmt's); returns the folders removed."""
+    folder = os.path.join(root, WHEELS_DIR)
+    if not os.path.isdir(folder):
+        return []
+    used = {str((e.manifest.get("modelfmt") or {}).get("fingerprint", ""))[:20] for e in entries(root)}
+    if keep:
+        used.add(keep[:20])
+    removed = []
+    for name in sorted(os.listdir(folder)):
+        if name not in used and not name.startswith("."):
+            with locked(root, WHEELS_LOCK + name, wait=False) as got:
+                if got:
+                    discard(os.path.join(folder, name))
+                    removed.append(name)
+    return removed
