@@ -30,13 +30,17 @@ LAZY_COMMANDS = {
     "convert": "modelfmt.cli.convert:convert",
     "generate-dockerfile": "modelfmt.cli.docker:generate_dockerfile_command",
     "build-docker": "modelfmt.cli.docker:build_docker_command",
+    "prepare-env": "modelfmt.cli.env:prepare_env",
+    "env": "modelfmt.cli.env:env_group",
 }
 
 # Commands that load (or ship for loading) a model: they take --trust-type, --no-verify, --public-key
 # and --certificate.
-TRUST_COMMANDS = frozenset({"predict", "verify", "serve", "convert", "generate-dockerfile", "build-docker"})
+TRUST_COMMANDS = frozenset(
+    {"predict", "verify", "serve", "convert", "generate-dockerfile", "build-docker", "prepare-env"}
+)
 # Commands that can run a model in its own environment: they take --env-manager.
-ENV_COMMANDS = frozenset({"predict", "verify", "serve", "build-docker"})
+ENV_COMMANDS = frozenset({"predict", "verify", "serve", "generate-dockerfile", "build-docker", "prepare-env"})
 
 TRUST_HELP = (
     "Trust this type in a skops file, beyond the reviewed defaults (repeatable; e.g. "
