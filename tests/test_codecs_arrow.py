@@ -200,3 +200,16 @@ def test_http_bad_arrow_is_400_and_bad_accept_406(server, diabetes):
     r = requests.post(f"{server}/invocations", data=stream(diabetes[0].head(2)),
                       headers={"Content-Type": ARROW, "Accept": "text/html"}, timeout=30)
     assert r.status_code == 406 and ARROW in r.json()["message"]
+
+
+# -- JSON Lines -------------------------------------------------------------------------------------
+def test_jsonl_rows_take_the_signature_and_bad_lines_are_named():
+    body = b'{"a": 1.5, "b": 2, "f": 0.5, "i": 3, "s": "x"}\n\n{"a": 2, "b": 4, "f": 1, "i": 5, "s": "y"}\n'
+    out = enforce_schema(decode_request(body, "application/jsonl", SCHEMA)[0], SCHEMA)
+    assert out.dtypes.tolist()[:4] == [np.float64, np.int64, np.float32, np.int32] and out["s"].tolist() == ["x", "y"]
+    with pytest.raises(PayloadError, match="line 2 is not valid JSON"):
+        decode_request(b'{"a": 1}\n{"a": \n', "application/x-ndjson", SCHEMA)
+    with pytest.raises(PayloadError, match="line 1 is not a JSON object"):
+        decode_request(b"[1, 2]\n", "application/jsonl", SCHEMA)
+    with pytest.raises(PayloadError, match="no rows"):
+        decode_request(b"\n\n", "application/jsonl", SCHEMA)

@@ -87,10 +87,10 @@ def test_a_body_that_is_not_parquet_is_a_payload_error(raw):
 
 
 def test_modelfmt_predict_reads_parquet_through_the_codec():
-    from modelfmt.cli.predict import read_input
+    from modelfmt.cli._predict_io import Source
 
     df = pd.DataFrame({"a": [1.5], "b": [2], "f": [0.25], "i": [3], "s": ["x"]})
-    data, params = read_input(body(df), "parquet", SCHEMA)
-    assert params is None and data["f"].dtype == np.float32 and data["i"].dtype == np.int32
+    [(start, data)] = list(Source(io.BytesIO(body(df)), "parquet", SCHEMA).chunks())
+    assert start == 0 and data["f"].dtype == np.float32 and data["i"].dtype == np.int32
     with pytest.raises(PayloadError, match="not valid Parquet"):
-        read_input(b"nope", "parquet", SCHEMA)
+        list(Source(io.BytesIO(b"nope"), "parquet", SCHEMA).chunks())

@@ -36,8 +36,8 @@ def proto():
 # -- registration and lookup --------------------------------------------------------------------
 def test_mlflow_registers_json_csv_parquet_and_arrow_decoders_and_encoders():
     assert supported_content_types(MLFLOW) == [
-        "application/json", "application/vnd.apache.arrow.file", "application/vnd.apache.arrow.stream",
-        "application/vnd.apache.parquet", "text/csv",
+        "application/json", "application/jsonl", "application/vnd.apache.arrow.file",
+        "application/vnd.apache.arrow.stream", "application/vnd.apache.parquet", "application/x-ndjson", "text/csv",
     ]
     assert answer_types(MLFLOW) == ["application/json", "application/vnd.apache.arrow.stream",
                                     "application/vnd.apache.parquet"]
@@ -58,7 +58,7 @@ def test_decoders_are_keyed_by_protocol_and_media_type(proto):
     # Another protocol's media types are not this one's, and the other way round.
     with pytest.raises(UnsupportedMediaTypeError, match="application/x-lines"):
         decode_request(b"{}", "application/json", None, proto)
-    with pytest.raises(UnsupportedMediaTypeError, match="application/json, .*application/vnd.apache.parquet, text/csv"):
+    with pytest.raises(UnsupportedMediaTypeError, match="application/json, .*application/vnd.apache.parquet, .*text/csv"):
         decode_request(b"a", "application/x-lines", None, MLFLOW)
 
 

@@ -1,98 +1,155 @@
-"""``modelfmt predict``: score a file (CSV, JSON in MLflow's request formats, Parquet) with a model."""
+"""``modelfmt predict``: score a file (CSV, JSON Lines, Parquet, Arrow IPC, or JSON in MLflow's request
+formats) with a model, in chunks, writing the predictions as they come (:mod:`._predict_io`).
+
+Memory stays bounded by the chunk size, not the file's: a Parquet file is read by batches of its row
+groups, Arrow IPC by record batches, CSV and JSON Lines by runs of rows; only an MLflow JSON request
+document (and stdin, which cannot be read twice) is read whole. Row order is kept. A chunk the model
+or the signature refuses is searched by halves for its first bad row, which the error names.
+"""
 
 from __future__ import annotations
 
 import io
 import os
 import sys
-from typing import Any
+import tempfile
+from typing import IO, Any
 
 import click
 
-from modelfmt.errors import PayloadError, SchemaError
+from modelfmt.cli._predict_io import CHUNK_ROWS, EXTENSIONS, FORMATS, Sink, Source, sniff_format
+from modelfmt.errors import InternalPredictionError, PayloadError, PredictionError, SchemaError
 
-FORMATS = ("json", "csv", "parquet")
-_CONTENT_TYPES = {"json": "application/json", "csv": "text/csv", "parquet": "application/vnd.apache.parquet"}
+_ROW_ERRORS = (SchemaError, PredictionError)
+_CONTENT_TYPES = {"json": "application/json", "jsonl": "application/jsonl", "csv": "text/csv",
+                  "parquet": "application/vnd.apache.parquet", "arrow": "application/vnd.apache.arrow.stream"}
 
 
-def format_for(path: str, given: str | None, body: bytes | None = None) -> str:
+def format_for(path: str, given: str | None, head: bytes | None = None) -> str:
     """The data format of ``path``: ``given`` if set, else from the extension; for ``-`` (stdin) or a
-    name without one, from the ``body`` when it is known (:func:`sniff_format`), else ``json``."""
+    name without one, from the first bytes ``head`` when they are known (:func:`sniff_format`), else ``json``."""
     if given:
         return given
     ext = os.path.splitext(path)[1].lower().lstrip(".")
-    if ext in ("pq", "parq"):
-        ext = "parquet"
     if path == "-" or not ext:
-        return sniff_format(body) if body is not None else "json"
-    if ext not in FORMATS:
-        raise PayloadError(f"cannot tell the format of {path!r} from its extension; pass --format json|csv|parquet")
-    return ext
-
-
-def sniff_format(body: bytes) -> str:
-    """``json``, ``parquet`` or ``csv`` for a body of unknown format: a JSON object starts with ``{``,
-    Parquet with ``PAR1``; anything else is read as CSV (its errors then name ``--format``)."""
-    if body.startswith(b"PAR1"):
-        return "parquet"
-    if body.lstrip()[:1] == b"{":
-        return "json"
-    return "csv"
+        return sniff_format(head) if head is not None else "json"
+    if ext not in EXTENSIONS:
+        raise PayloadError(f"cannot tell the format of {path!r} from its extension; pass --format {'|'.join(FORMATS)}")
+    return EXTENSIONS[ext]
 
 
 def read_input(body: bytes, fmt: str, schema: Any) -> tuple[Any, dict | None]:
-    """Model input and params from file bytes, through the server's codecs (so a file means what the
-    same body posted to ``/invocations`` means)."""
+    """Model input and params from a whole file's bytes, through the server's codecs (so a file means
+    what the same body posted to ``/invocations`` means); :class:`Source` reads a file in chunks."""
     from modelfmt.serving.codecs import decode_request
 
     return decode_request(body, _CONTENT_TYPES[fmt], schema)
 
 
-def _as_frame(predictions: Any) -> Any:
+def _open_input(path: str) -> IO[bytes]:
+    if path == "-":
+        return io.BytesIO(sys.stdin.buffer.read())  # Parquet and Arrow files need to seek
+    return open(path, "rb")  # noqa: SIM115 - closed by the caller
+
+
+def _progress(total: int | None) -> Any:
+    """A progress bar of rows on stderr, only when stderr is a terminal."""
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit=" rows", unit_scale=True, file=sys.stderr, disable=not sys.stderr.isatty(),
+                dynamic_ncols=True, leave=False)
+
+
+def score_chunks(pm: Any, source: Source, sink: Sink, bar: Any = None) -> int:
+    """Score every chunk of ``source`` with ``pm`` into ``sink``, in order; the number of rows scored."""
+    from modelfmt.serving.runtime import row_count
+
+    rows = 0
+    for start, data in source.chunks():
+        sink.write(_score(pm, data, source.params, start))
+        n = row_count(data)
+        rows += n
+        if bar is not None:
+            bar.update(n)
+    return rows
+
+
+def _score(pm: Any, data: Any, params: dict | None, start: int) -> Any:
+    try:
+        return pm.predict(data, params=params)
+    except _ROW_ERRORS as e:
+        if isinstance(e, InternalPredictionError):
+            raise
+        found = _first_bad_row(pm, data, params)
+        if found is None:
+            raise
+        row, error = found
+        raise type(error)(f"input row {start + row + 1}: {error.message}", error.error_code) from None
+
+
+def _first_bad_row(pm: Any, data: Any, params: dict | None) -> tuple[int, Exception] | None:
+    """The index of the first row of ``data`` that fails alone, and its error (found by halving: ~17 model
+    calls for a chunk of 64k rows), or ``None`` when the input cannot be cut into rows."""
+    from modelfmt.serving.runtime import row_count
+
+    n = row_count(data)
+    if n < 1 or _rows(data, 0, 1) is None:
+        return None
+    lo, hi = 0, n
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        try:
+            pm.predict(_rows(data, lo, mid), params=params)
+            lo = mid  # the first half scores: the bad row is in the second
+        except _ROW_ERRORS:
+            hi = mid
+    try:
+        pm.predict(_rows(data, lo, lo + 1), params=params)
+    except _ROW_ERRORS as e:
+        return lo, e
+    return None  # no single row fails: the chunk fails as a whole (rows that only fail together)
+
+
+def _rows(data: Any, lo: int, hi: int) -> Any:
     import numpy as np
     import pandas as pd
 
-    if isinstance(predictions, pd.DataFrame):
-        return predictions
-    if isinstance(predictions, pd.Series):
-        return predictions.to_frame(name=predictions.name or "prediction")
-    if isinstance(predictions, dict):
-        return pd.DataFrame({k: list(np.asarray(v)) if np.ndim(v) > 1 else v for k, v in predictions.items()})
-    arr = np.asarray(predictions)
-    if arr.ndim <= 1:
-        return pd.DataFrame({"prediction": arr.reshape(-1)})
-    return pd.DataFrame(arr.reshape(arr.shape[0], -1))
+    if isinstance(data, pd.DataFrame):
+        return data.iloc[lo:hi]
+    if isinstance(data, np.ndarray) and data.ndim:
+        return data[lo:hi]
+    if isinstance(data, dict) and data and all(isinstance(v, np.ndarray) and v.ndim for v in data.values()):
+        return {k: v[lo:hi] for k, v in data.items()}
+    return None
 
 
-def write_output(predictions: Any, fmt: str) -> bytes:
-    """Prediction bytes: ``{"predictions": ...}`` JSON as the server answers, or CSV / Parquet tables."""
-    if fmt == "json":
-        from modelfmt.serving.codecs import encode_predictions
+class _Output:
+    """The output file, written next to its final name and moved there when complete (stdout: directly)."""
 
-        return encode_predictions(predictions)
-    df = _as_frame(predictions)
-    df.columns = [str(c) for c in df.columns]
-    if fmt == "csv":
-        return df.to_csv(index=False).encode("utf-8")
-    buf = io.BytesIO()
-    df.to_parquet(buf, index=False)
-    return buf.getvalue()
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.tmp: str | None = None
+        if path == "-":
+            self.file: IO[bytes] = sys.stdout.buffer
+            return
+        directory, name = os.path.split(os.path.abspath(path))
+        fd, self.tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".part", dir=directory)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.fchmod(fd, 0o666 & ~umask)  # as open() would create it, not mkstemp's 0600
+        self.file = os.fdopen(fd, "wb")
 
+    def finish(self) -> None:
+        self.file.flush()
+        if self.tmp is not None:
+            self.file.close()
+            os.replace(self.tmp, self.path)
+            self.tmp = None
 
-def _read(path: str) -> bytes:
-    if path == "-":
-        return sys.stdin.buffer.read()
-    with open(path, "rb") as f:
-        return f.read()
-
-
-def _write(path: str, out: bytes) -> None:
-    if path == "-":
-        sys.stdout.buffer.write(out)
-        sys.stdout.buffer.flush()
-        return
-    with open(path, "wb") as f:
-        f.write(out)
+    def discard(self) -> None:
+        if self.tmp is not None:
+            self.file.close()
+            os.unlink(self.tmp)
 
 
 @click.command("predict")
@@ -101,8 +158,11 @@ def _write(path: str, out: bytes) -> None:
 @click.option("-o", "--output", "output_path", default="-", show_default=True, help="Output file, or - for stdout.")
 @click.option("--format", "in_format", type=click.Choice(FORMATS), help="Input format (default: from the extension).")
 @click.option("--output-format", "out_format", type=click.Choice(FORMATS),
-              help="Output format (default: from the extension).")
-def predict(model: str, input_path: str, output_path: str, in_format: str | None, out_format: str | None) -> None:
+              help="Output format (default: from the extension; JSON on stdout).")
+@click.option("--chunk-rows", type=click.IntRange(min=1), default=CHUNK_ROWS, show_default=True,
+              help="Rows scored per model call; memory use follows it.")
+def predict(model: str, input_path: str, output_path: str, in_format: str | None, out_format: str | None,
+            chunk_rows: int) -> None:
     """Score INPUT with MODEL and write the predictions to OUTPUT."""
     from modelfmt.cli import opening_options
     from modelfmt.flavors.pyfunc import load_model
@@ -110,19 +170,30 @@ def predict(model: str, input_path: str, output_path: str, in_format: str | None
 
     fmt_out = format_for(output_path, out_format)
     opened = open_model(model, **opening_options())
-    body = _read(input_path)  # before loading the model: a wrong input path fails fast
-    fmt_in = format_for(input_path, in_format, body)
-    pm = load_model(opened)
-    try:
-        data, params = read_input(body, fmt_in, opened.model.get_input_schema())
-        predictions = pm.predict(data, params=params)
-    except (PayloadError, SchemaError) as e:
-        if in_format or input_path != "-":
+    with _open_input(input_path) as stream:  # before loading the model: a wrong input path fails fast
+        head = stream.read(4096) if input_path == "-" or not in_format else None
+        stream.seek(0)
+        fmt_in = format_for(input_path, in_format, head)
+        pm = load_model(opened)
+        source = Source(stream, fmt_in, opened.model.get_input_schema(), chunk_rows)
+        output = _Output(output_path)
+        sink = Sink(output.file, fmt_out)
+        try:
+            with _progress(source.total_rows()) as bar:
+                score_chunks(pm, source, sink, bar)
+                sink.close()
+            if output_path == "-" and fmt_out == "json":
+                output.file.write(b"\n")  # the shell prompt starts on its own line
+            output.finish()
+        except (PayloadError, SchemaError) as e:
+            sink.abort()
+            output.discard()
+            if in_format or input_path != "-":
+                raise
+            # The format of stdin was guessed: say so, and how to state it.
+            hint = f" (stdin was read as {fmt_in}; pass --format {'|'.join(FORMATS)})"
+            raise type(e)(e.message + hint, e.error_code) from None
+        except BaseException:
+            sink.abort()
+            output.discard()
             raise
-        # The format of stdin was guessed: say so, and how to state it.
-        hint = f" (stdin was read as {fmt_in}; pass --format json|csv|parquet)"
-        raise type(e)(e.message + hint, e.error_code) from None
-    out = write_output(predictions, fmt_out)
-    if output_path == "-" and fmt_out in ("json", "csv") and not out.endswith(b"\n"):
-        out += b"\n"  # the shell prompt starts on its own line
-    _write(output_path, out)
