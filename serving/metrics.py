@@ -16,6 +16,10 @@ MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 # Latency buckets from sub-millisecond (1-row requests) to the default timeout.
 _BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+# Adaptive batching: rows and requests per model call, and how long the oldest request of a call queued.
+_ROW_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096, 16384, 65536)
+_REQUEST_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64)
+_WAIT_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5)
 
 
 KNOWN_PATHS = frozenset({"/ping", "/health", "/version", "/metadata", "/metrics", "/invocations"})
@@ -42,6 +46,17 @@ class Metrics:
         self.load_seconds = Gauge(
             "modelfmt_model_load_seconds", "Seconds a worker took to load the model.", multiprocess_mode="max"
         )
+        self.batch_rows = Histogram(
+            "modelfmt_batch_rows", "Input rows per model call (adaptive batching).", buckets=_ROW_BUCKETS
+        )
+        self.batch_requests = Histogram(
+            "modelfmt_batch_requests", "Requests per model call (adaptive batching).", buckets=_REQUEST_BUCKETS
+        )
+        self.batch_wait = Histogram(
+            "modelfmt_batch_queue_wait_seconds",
+            "Time the oldest request of a model call waited in the batching queue.",
+            buckets=_WAIT_BUCKETS,
+        )
         self._children: dict[tuple[str, str], Any] = {}
         self._latency_children: dict[str, Any] = {}
 
@@ -65,6 +80,12 @@ class Metrics:
         if lat is None:
             lat = self._latency_children[endpoint] = self.latency.labels(endpoint)
         lat.observe(seconds)
+
+    def observe_batch(self, rows: int, requests: int, waited: float) -> None:
+        """Count one model call of the batcher: its rows, its requests, its oldest request's queue wait."""
+        self.batch_rows.observe(rows)
+        self.batch_requests.observe(requests)
+        self.batch_wait.observe(waited)
 
     def wrap(self, wsgi_app: Callable) -> Callable:
         """A WSGI middleware around ``wsgi_app`` that times and counts every request."""

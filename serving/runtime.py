@@ -2,9 +2,10 @@
 
 - :meth:`Runtime.prepare` does everything that can fail for one request alone: decode the body,
   check it against the signature, check its params. Its errors belong to that request (4xx).
-- :meth:`Runtime.run` calls the model on prepared input. Today every request runs on its own;
-  adaptive batching goes here later (prepare each request, merge the prepared inputs, run once,
-  split the output back), and the routes will not know whether a request was batched.
+- :meth:`Runtime.run` calls the model on prepared input, through the adaptive batcher
+  (:mod:`modelfmt.serving.batching`) when the model's output is row-aligned: requests arriving
+  together are merged into one model call and each gets its own rows back. The routes do not know
+  whether a request was batched.
 - :func:`model_failure` is where an exception raised by the model becomes our error: the one rule
   (:mod:`modelfmt.failures`, shared with in-line ``PyFuncModel.predict``) of which failures are the
   client's (400) and which are not (500).
@@ -24,12 +25,12 @@ from typing import TYPE_CHECKING, Any
 from modelfmt.enforce import enforce_params, enforce_schema
 from modelfmt.errors import ModelfmtError, PredictionError
 from modelfmt.failures import model_failure as _model_failure
+from modelfmt.serving.batching import BatchConfig, Batcher, batchable, row_count
 from modelfmt.serving.codecs import JSON, MLFLOW, decode_request
 
 if TYPE_CHECKING:
     from modelfmt.flavors.pyfunc import PyFuncModel
     from modelfmt.open import OpenedModel
-    from modelfmt.serving.batching import BatchConfig
 
 _log = logging.getLogger("modelfmt.serving")
 # After a 500, the input example is scored again at most this often (seconds), by the failing request or
@@ -57,7 +58,9 @@ class Runtime:
 
     ``example`` is the model's saved ``/invocations`` body (MLflow JSON), which :meth:`warm_up`
     scores once and :meth:`after_internal_error` again; ``ready`` says whether it scored the last
-    time, ``not_ready_reason`` why not.
+    time, ``not_ready_reason`` why not. ``batching`` holds the adaptive batching limits (``None``:
+    :class:`~modelfmt.serving.batching.BatchConfig`'s defaults); ``batcher`` is ``None`` when this
+    model is not batched (batching off, or a model whose output is not row-aligned).
     """
 
     def __init__(
@@ -68,7 +71,7 @@ class Runtime:
         batching: BatchConfig | None = None,
     ) -> None:
         self.model = model
-        self.batching = batching
+        self.batching = batching if batching is not None else BatchConfig()
         self.metadata = meta = model.metadata
         self.schema = meta.get_input_schema()
         self.params_schema = meta.get_params_schema()
@@ -80,6 +83,7 @@ class Runtime:
         self._recheck_due = False  # a 500 happened and the example has not passed since
         self._rechecked_at = float("-inf")
         self._recheck_lock = threading.Lock()
+        self.batcher = _batcher(model, self.batching, self._call)
 
     @classmethod
     def load(
@@ -162,13 +166,42 @@ class Runtime:
         return Prepared(enforce_schema(data, self.schema), enforce_params(params, self.params_schema))
 
     def run(self, prepared: Prepared) -> Any:
-        """The model's predictions for ``prepared`` input."""
+        """The model's predictions for ``prepared`` input (merged with other requests' when batching)."""
+        batcher = self.batcher
+        if batcher is not None:
+            return batcher.score(prepared.data, prepared.params, prepared.rows)
+        return self._call(prepared.data, prepared.params)
+
+    def _call(self, data: Any, params: dict | None) -> Any:
         try:
-            return self._predict(prepared.data, prepared.params)
+            return self._predict(data, params)
         except ModelfmtError:
             raise
         except Exception as e:  # noqa: BLE001 - classified in model_failure, the one place for it
             raise model_failure(e) from e
+
+
+def _batcher(model: PyFuncModel, config: BatchConfig, call: Any) -> Batcher | None:
+    """The batcher of ``model``, or ``None`` when batching is off or the model's output is not row-aligned."""
+    from modelfmt.flavor_lookup import loader_flavor
+    from modelfmt.serving import metrics
+
+    if not config.enabled:
+        return None
+    conf = model.metadata.flavors.get("python_function") or {}
+    try:
+        flavor = loader_flavor(conf.get("loader_module", ""))
+    except ModelfmtError:
+        return None
+    python_model = None
+    if flavor == "python_function":
+        try:
+            python_model = model.unwrap_python_model()
+        except (ModelfmtError, AttributeError):  # a model in its own environment: a proxy of it
+            python_model = None
+    if not batchable(flavor, python_model):
+        return None
+    return Batcher(call, config, metrics.get().observe_batch)
 
 
 def model_failure(error: Exception) -> PredictionError:
@@ -179,16 +212,3 @@ def model_failure(error: Exception) -> PredictionError:
     :class:`~modelfmt.errors.InternalPredictionError` (500, answered with an error id).
     """
     return _model_failure(error)
-
-
-def row_count(data: Any) -> int:
-    """Rows in model input: a frame's or array's length, a dict's first column's, a list's."""
-    shape = getattr(data, "shape", None)
-    if shape is not None:
-        return int(shape[0]) if len(shape) else 1
-    if isinstance(data, dict):
-        first = next(iter(data.values()), None)
-        return row_count(first) if first is not None else 0
-    if isinstance(data, (list, tuple)):
-        return len(data)
-    return 1

@@ -1,0 +1,280 @@
+"""Adaptive batching (modelfmt.serving.batching): the batcher with threads (no HTTP), the runtime's choice
+of which models batch, and real HTTP under concurrent load with one poisoned request class."""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import threading
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from modelfmt.errors import PredictionError
+from modelfmt.serving.batching import BatchConfig, Batcher, batchable, merge, merge_key, split
+
+COLUMNS = ["a", "b", "c"]
+JOIN = 10  # seconds any test thread may take at most: a hang fails the test instead of blocking it
+
+
+class Scorer:
+    """A real scikit-learn regression as the model call, with what the tests need around it: calls
+    recorded (rows, requests' first values), a gate that holds the next call, a poison value it rejects."""
+
+    def __init__(self, estimator, poison: float | None = None, wrong_rows: bool = False) -> None:
+        self.estimator = estimator
+        self.poison = poison
+        self.wrong_rows = wrong_rows
+        self.calls: list[int] = []
+        self.params_seen: list = []
+        self.gate: threading.Event | None = None
+        self.entered = threading.Event()
+        self.observed: list = []
+        self._lock = threading.Lock()
+
+    def __call__(self, data, params):
+        with self._lock:
+            self.calls.append(len(data))
+            self.params_seen.append(params)
+        gate, self.gate = self.gate, None
+        self.entered.set()
+        if gate is not None:
+            assert gate.wait(JOIN)
+        if self.poison is not None and (data.to_numpy() == self.poison).any():
+            raise PredictionError(f"the model refuses {self.poison}")
+        out = self.estimator.predict(data)
+        scale = (params or {}).get("scale", 1.0)
+        out = out * scale
+        return out[:1] if self.wrong_rows and len(out) > 1 else out
+
+
+@pytest.fixture(scope="module")
+def estimator():
+    from sklearn.linear_model import LinearRegression
+
+    rng = np.random.default_rng(0)
+    X = pd.DataFrame(rng.normal(size=(100, 3)), columns=COLUMNS)
+    return LinearRegression().fit(X, X @ np.array([1.0, 2.0, 3.0]) + 0.5)
+
+
+def frame(first: float, rows: int = 1) -> pd.DataFrame:
+    """``rows`` rows whose column ``a`` starts at ``first``: each request's rows are told apart by it."""
+    values = np.column_stack([first + np.arange(rows), np.full(rows, 2.0), np.full(rows, 3.0)])
+    return pd.DataFrame(values, columns=COLUMNS)
+
+
+def run_concurrently(batcher: Batcher, scorer: Scorer, requests: list, hold: bool = True) -> list:
+    """Score ``requests`` ((frame, params) pairs) from one thread each, while one held call keeps the
+    model busy (so that they queue); the answers (or raised errors) in request order."""
+    blocker = threading.Event()
+    results: list = [None] * len(requests)
+    with cf.ThreadPoolExecutor(len(requests) + 1) as pool:
+        first = None
+        if hold:
+            scorer.gate = blocker
+            scorer.entered.clear()
+            first = pool.submit(batcher.score, frame(-1.0), None, 1)
+            assert scorer.entered.wait(JOIN)
+        futures = [pool.submit(batcher.score, df, params, len(df)) for df, params in requests]
+        _wait_queued(batcher, len(requests), scorer.observed)
+        blocker.set()
+        if first is not None:
+            first.result(JOIN)
+        for n, fut in enumerate(futures):
+            try:
+                results[n] = fut.result(JOIN)
+            except Exception as e:  # noqa: BLE001 - the test looks at which request got which error
+                results[n] = e
+    return results
+
+
+def _wait_queued(batcher: Batcher, n: int, observed: list | None = None) -> None:
+    """Until ``n`` requests are queued or have gone to the model (full batches go beside the held call)."""
+    deadline = time.monotonic() + JOIN
+    while time.monotonic() < deadline:
+        scored = sum(requests for _, requests, _ in observed[1:]) if observed else 0
+        if len(batcher._queue) + scored >= n:
+            return
+        time.sleep(0.001)
+
+
+def make(estimator, config: BatchConfig | None = None, **scorer_options):
+    config = config or BatchConfig(max_rows=64, max_wait_ms=5000)
+    scorer = Scorer(estimator, **scorer_options)
+    calls: list[tuple[int, int, float]] = []
+    batcher = Batcher(scorer, config, lambda rows, requests, waited: calls.append((rows, requests, waited)))
+    scorer.observed = calls
+    return batcher, scorer, calls
+
+
+def test_a_lone_request_goes_straight_through(estimator):
+    batcher, scorer, calls = make(estimator, BatchConfig(max_rows=64, max_wait_ms=5000))
+    started = time.monotonic()
+    out = batcher.score(frame(1.0, 3), None, 3)
+    assert time.monotonic() - started < 1.0  # not the 5 s wait
+    np.testing.assert_array_equal(out, estimator.predict(frame(1.0, 3)))
+    assert calls == [(3, 1, 0.0)] and scorer.calls == [3]
+
+
+def test_requests_queued_together_are_one_call_and_each_gets_its_own_rows(estimator):
+    batcher, scorer, calls = make(estimator)
+    requests = [(frame(10.0 * n, rows=1 + n % 3), None) for n in range(12)]
+    results = run_concurrently(batcher, scorer, requests)
+    for (df, _), got in zip(requests, results, strict=True):
+        np.testing.assert_array_equal(got, estimator.predict(df))  # its own rows, in its order
+    assert scorer.calls[1:] == [sum(len(df) for df, _ in requests)]  # one merged call after the held one
+    assert calls[-1][:2] == (scorer.calls[-1], 12)
+
+
+def test_max_rows_limits_a_merged_call(estimator):
+    batcher, scorer, _ = make(estimator, BatchConfig(max_rows=5, max_wait_ms=5000))
+    requests = [(frame(float(n), rows=2), None) for n in range(6)]
+    results = run_concurrently(batcher, scorer, requests)
+    for (df, _), got in zip(requests, results, strict=True):
+        np.testing.assert_array_equal(got, estimator.predict(df))
+    assert all(rows <= 5 for rows in scorer.calls) and sum(scorer.calls[1:]) == 12
+
+
+def test_a_request_larger_than_max_rows_never_waits(estimator):
+    batcher, scorer, _ = make(estimator, BatchConfig(max_rows=4, max_wait_ms=5000))
+    blocker = scorer.gate = threading.Event()
+    with cf.ThreadPoolExecutor(2) as pool:
+        held = pool.submit(batcher.score, frame(0.0), None, 1)
+        assert scorer.entered.wait(JOIN)
+        big = frame(5.0, rows=4)
+        np.testing.assert_array_equal(pool.submit(batcher.score, big, None, 4).result(JOIN), estimator.predict(big))
+        assert not held.done()  # scored beside the held call, not after it
+        blocker.set()
+        held.result(JOIN)
+
+
+def test_each_request_waits_at_most_max_wait_from_its_arrival(estimator):
+    batcher, scorer, calls = make(estimator, BatchConfig(max_rows=64, max_wait_ms=100))
+    blocker = threading.Event()
+    scorer.gate = blocker
+    with cf.ThreadPoolExecutor(2) as pool:
+        held = pool.submit(batcher.score, frame(0.0), None, 1)
+        assert scorer.entered.wait(JOIN)
+        started = time.monotonic()
+        queued = pool.submit(batcher.score, frame(7.0), None, 1)
+        np.testing.assert_array_equal(queued.result(JOIN), estimator.predict(frame(7.0)))
+        waited = time.monotonic() - started
+        blocker.set()
+        held.result(JOIN)
+    assert 0.09 <= waited < 2.0  # it went after 100 ms, while the held call was still running
+    assert calls[-1][1] == 1 and 0.09 <= calls[-1][2] < 2.0
+
+
+def test_a_failing_request_is_found_by_halves_and_only_it_fails(estimator):
+    batcher, scorer, _ = make(estimator, poison=666.0)
+    requests = [(frame(666.0 if n == 5 else float(n), rows=2), None) for n in range(8)]
+    results = run_concurrently(batcher, scorer, requests)
+    for n, ((df, _), got) in enumerate(zip(requests, results, strict=True)):
+        if n == 5:
+            assert isinstance(got, PredictionError) and "refuses 666" in str(got)
+        else:
+            np.testing.assert_array_equal(got, estimator.predict(df))
+    # 1 held + 1 merged + halves down to the one (8 -> 4+4 -> 2+2 -> 1+1): no call per request
+    assert len(scorer.calls) <= 1 + 1 + 2 + 2 + 2
+
+
+def test_different_params_are_never_merged(estimator):
+    batcher, scorer, _ = make(estimator)
+    requests = [(frame(float(n)), {"scale": 1.0 + n % 3} if n % 3 else None) for n in range(9)]
+    results = run_concurrently(batcher, scorer, requests)
+    for (df, params), got in zip(requests, results, strict=True):
+        np.testing.assert_array_equal(got, estimator.predict(df) * (params or {}).get("scale", 1.0))
+    assert sorted(scorer.calls[1:]) == [3, 3, 3]  # one call per params value
+    assert {str(p) for p in scorer.params_seen[1:]} == {"None", "{'scale': 2.0}", "{'scale': 3.0}"}
+
+
+def test_a_merged_answer_of_other_length_is_rerun_request_by_request(estimator):
+    batcher, scorer, _ = make(estimator, wrong_rows=True)
+    requests = [(frame(float(n)), None) for n in range(4)]
+    results = run_concurrently(batcher, scorer, requests)
+    for (df, _), got in zip(requests, results, strict=True):
+        np.testing.assert_array_equal(got, estimator.predict(df))
+    assert scorer.calls[1:] == [4, 1, 1, 1, 1]
+
+
+def test_followers_are_answered_when_the_leader_dies(estimator):
+    """A leader ended by something no model error is (a BaseException: the worker stopping) still hands
+    every follower an answer: nobody waits for ever."""
+
+    class Stop(BaseException):
+        pass
+
+    def dying(data, params):
+        if len(data) > 1:
+            raise Stop("worker stopping")
+        return np.zeros(len(data))
+
+    batcher = Batcher(dying, BatchConfig(max_rows=64, max_wait_ms=5000))
+    gate = threading.Event()
+
+    def held(data, params):
+        gate.wait(JOIN)
+        return np.zeros(len(data))
+
+    batcher._call = held
+    with cf.ThreadPoolExecutor(6) as pool:
+        first = pool.submit(batcher.score, frame(0.0), None, 1)
+        time.sleep(0.05)
+        batcher._call = dying
+        futures = [pool.submit(batcher.score, frame(float(n)), None, 1) for n in range(4)]
+        _wait_queued(batcher, 4)
+        gate.set()
+        first.result(JOIN)
+        errors = [fut.exception(JOIN) for fut in futures]
+    assert all(isinstance(e, Stop) for e in errors)
+
+
+def test_a_stuck_call_holds_no_one_but_its_own_batch(estimator):
+    """A model call that does not return (the timeout guard's case: it answers those requests 504 by their
+    deadlines) keeps only its own batch waiting; requests arriving later are still scored once their own
+    max_wait has passed."""
+    batcher, scorer, _ = make(estimator, BatchConfig(max_rows=64, max_wait_ms=50))
+    stuck = threading.Event()
+    scorer.gate = stuck
+    with cf.ThreadPoolExecutor(4) as pool:
+        held = pool.submit(batcher.score, frame(0.0), None, 1)
+        assert scorer.entered.wait(JOIN)
+        later = [pool.submit(batcher.score, frame(float(n)), None, 1) for n in (1, 2)]
+        for n, fut in zip((1, 2), later, strict=True):
+            np.testing.assert_array_equal(fut.result(JOIN), estimator.predict(frame(float(n))))
+        assert not held.done()
+        stuck.set()
+        np.testing.assert_array_equal(held.result(JOIN), estimator.predict(frame(0.0)))
+
+
+def test_merge_and_split_by_kind():
+    a, b = np.arange(6.0).reshape(3, 2), np.arange(4.0).reshape(2, 2)
+    np.testing.assert_array_equal(merge([a, b]), np.vstack([a, b]))
+    assert merge_key(a, None) == merge_key(b, None) != merge_key(a.astype("float32"), None)
+    tensors = merge([{"x": a, "y": a[:, 0]}, {"x": b, "y": b[:, 0]}])
+    assert tensors["x"].shape == (5, 2) and tensors["y"].shape == (5,)
+    assert merge_key({"x": a, "y": a[:2]}, None) is None  # tensors of different lengths: never merged
+    assert merge_key([1, 2], None) is None  # lists are not merged
+    assert merge_key(frame(0.0), None) != merge_key(frame(0.0)[["a", "b"]], None)
+    assert merge_key(frame(0.0), None) != merge_key(frame(0.0).astype({"a": "int64"}), None)
+    assert merge_key(frame(0.0), {"k": 1}) != merge_key(frame(0.0), {"k": 2})
+    out = pd.DataFrame({"p": [1, 2, 3, 4, 5]}, index=range(10, 15))
+    parts = split(out, [2, 3])
+    assert [p["p"].tolist() for p in parts] == [[1, 2], [3, 4, 5]] and list(parts[1].index) == [0, 1, 2]
+    assert [p.tolist() for p in split(np.arange(5), [1, 4])] == [[0], [1, 2, 3, 4]]
+    assert split({"k": np.arange(3), "v": [7, 8, 9]}, [1, 2])[1]["v"] == [8, 9]
+    assert split(np.arange(4), [1, 4]) is None and split(3.5, [1]) is None
+
+
+def test_batchable_flavors_and_the_python_model_opt_in():
+    class Plain:
+        pass
+
+    class OptedIn:
+        batchable = True
+
+    assert batchable("sklearn") and batchable("onnx")
+    assert not batchable("spark") and not batchable("python_function", Plain())
+    assert batchable("python_function", OptedIn())
+    assert not BatchConfig(max_rows=1).enabled and BatchConfig().enabled
