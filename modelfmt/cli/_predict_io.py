@@ -71,7 +71,8 @@ class Source:
 
         if not hasattr(self, "_pq"):
             try:
-                self._pq = pq.ParquetFile(self.stream)
+                # No pre-buffering: with it, pyarrow 26 kept every row group read so far (RSS grew with the file).
+                self._pq = pq.ParquetFile(self.stream, pre_buffer=False)
             except (pa.ArrowException, OSError, ValueError) as e:
                 raise PayloadError(f"the input is not valid Parquet ({e})") from None
         return self._pq
@@ -92,7 +93,10 @@ class Source:
                     start += part.num_rows
 
     def _parquet_chunks(self) -> Iterator[tuple[int, Any]]:
-        return self._tables(self._parquet().iter_batches(batch_size=self.chunk_rows))
+        pf = self._parquet()
+        # One row group at a time: memory holds one group's pages, whatever the file's size.
+        batches = (b for g in range(pf.num_row_groups) for b in pf.iter_batches(self.chunk_rows, row_groups=[g]))
+        return self._tables(batches)
 
     def _arrow_chunks(self) -> Iterator[tuple[int, Any]]:
         import pyarrow as pa
