@@ -30,6 +30,8 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from modelfmt.errors import InternalPredictionError
+
 _log = logging.getLogger("modelfmt.serving")
 # Defaults: merging only happens while a model call is running, so these cost nothing to a lone request.
 DEFAULT_MAX_ROWS = 64
@@ -139,9 +141,12 @@ class Batcher:
                 self._observe(sum(i.rows for i in batch), len(batch), waited)
             self._run(batch)
         except BaseException as e:  # noqa: BLE001 - whatever ends the leader, its followers get an answer
+            lost = InternalPredictionError(
+                f"the batch this request was scored in was interrupted ({type(e).__name__}: {e})"
+            )
             for other in batch:
                 if other is not item and not other.event.is_set():
-                    other.error = e
+                    other.error = lost
                     other.event.set()
             raise
         finally:

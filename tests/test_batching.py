@@ -4,6 +4,7 @@ of which models batch, and real HTTP under concurrent load with one poisoned req
 from __future__ import annotations
 
 import concurrent.futures as cf
+import json
 import threading
 import time
 
@@ -11,10 +12,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from modelfmt.errors import PredictionError
+from modelfmt.errors import InternalPredictionError, PredictionError
+from modelfmt.flavors.pyfunc import PythonModel
+from modelfmt.infer import infer_signature
 from modelfmt.serving.batching import BatchConfig, Batcher, batchable, merge, merge_key, split
+from modelfmt.serving.runtime import Runtime
 
 COLUMNS = ["a", "b", "c"]
+JSON_HEADERS = {"Content-Type": "application/json"}
 JOIN = 10  # seconds any test thread may take at most: a hang fails the test instead of blocking it
 
 
@@ -200,7 +205,7 @@ def test_a_merged_answer_of_other_length_is_rerun_request_by_request(estimator):
 
 def test_followers_are_answered_when_the_leader_dies(estimator):
     """A leader ended by something no model error is (a BaseException: the worker stopping) still hands
-    every follower an answer: nobody waits for ever."""
+    every follower an answer (a 500 of ours): nobody waits for ever."""
 
     class Stop(BaseException):
         pass
@@ -227,7 +232,11 @@ def test_followers_are_answered_when_the_leader_dies(estimator):
         gate.set()
         first.result(JOIN)
         errors = [fut.exception(JOIN) for fut in futures]
-    assert all(isinstance(e, Stop) for e in errors)
+    # The leader's own thread ends as it was ended; each follower gets our error (500).
+    assert sum(isinstance(e, Stop) for e in errors) == 1
+    followers = [e for e in errors if not isinstance(e, Stop)]
+    assert len(followers) == 3
+    assert all(isinstance(e, InternalPredictionError) and "Stop: worker stopping" in str(e) for e in followers)
 
 
 def test_a_stuck_call_holds_no_one_but_its_own_batch(estimator):
@@ -278,3 +287,138 @@ def test_batchable_flavors_and_the_python_model_opt_in():
     assert not batchable("spark") and not batchable("python_function", Plain())
     assert batchable("python_function", OptedIn())
     assert not BatchConfig(max_rows=1).enabled and BatchConfig().enabled
+
+
+# -- the runtime and real HTTP -----------------------------------------------------------------
+class Affine(PythonModel):
+    """2x + y per row, refusing negative x (the poisoned requests); each call costs a few ms, as a model
+    with a fixed cost per call does (what batching saves)."""
+
+    batchable = True
+
+    def predict(self, context, model_input, params=None):
+        time.sleep(0.003)
+        if (model_input["x"] < 0).any():
+            raise ValueError("x must not be negative")
+        return (model_input["x"] * 2 + model_input["y"]).to_numpy()
+
+
+class NotOptedIn(Affine):
+    batchable = False
+
+
+@pytest.fixture(scope="module")
+def affine_path(tmp_path_factory):
+    from modelfmt.flavors import pyfunc
+
+    X = pd.DataFrame({"x": [1.0, 2.0], "y": [0.5, 0.25]})
+    path = str(tmp_path_factory.mktemp("batching") / "affine")
+    pyfunc.save_model(path, python_model=Affine(), signature=infer_signature(X, np.array([2.5, 4.25])))
+    return path
+
+
+def test_the_runtime_batches_row_aligned_models_only(sklearn_model_path, affine_path, tmp_path):
+    from modelfmt.flavors import pyfunc
+
+    assert Runtime.load(sklearn_model_path).batcher is not None  # sklearn: by default
+    assert Runtime.load(sklearn_model_path, batching=BatchConfig(max_rows=1)).batcher is None  # turned off
+    assert Runtime.load(affine_path).batcher is not None  # a PythonModel with batchable = True
+    X = pd.DataFrame({"x": [1.0], "y": [0.5]})
+    plain = str(tmp_path / "plain")
+    pyfunc.save_model(plain, python_model=NotOptedIn(), signature=infer_signature(X, np.array([2.5])))
+    assert Runtime.load(plain).batcher is None
+
+
+def _affine_body(first: float, rows: int) -> tuple[bytes, list[float]]:
+    x = [first + n for n in range(rows)]
+    y = [0.125 * n for n in range(rows)]
+    body = json.dumps({"dataframe_split": {"columns": ["x", "y"], "data": [list(r) for r in zip(x, y, strict=True)]}})
+    return body.encode(), [2 * a + b for a, b in zip(x, y, strict=True)]
+
+
+def _batch_counts(base: str) -> tuple[float, float]:
+    """(model calls, requests scored in them) from /metrics."""
+    import requests
+
+    text = requests.get(f"{base}/metrics", timeout=JOIN).text
+    values = {}
+    for line in text.splitlines():
+        if line.startswith(("modelfmt_batch_requests_count", "modelfmt_batch_requests_sum")):
+            name, value = line.rsplit(" ", 1)
+            values[name] = float(value)
+    return values.get("modelfmt_batch_requests_count", 0.0), values.get("modelfmt_batch_requests_sum", 0.0)
+
+
+@pytest.fixture(scope="module")
+def affine_server(affine_path):
+    """``create_app`` under werkzeug's threaded server (one thread per request), in this process."""
+    from werkzeug.serving import make_server
+
+    from modelfmt.serving.app import create_app
+    from modelfmt.serving.testing import free_port
+
+    port = free_port()
+    server = make_server("127.0.0.1", port, create_app(affine_path), threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{port}"
+    server.shutdown()
+    thread.join(JOIN)
+
+
+def test_concurrent_clients_each_get_their_own_predictions_and_only_poisoned_requests_fail(affine_server):
+    import requests
+
+    calls_before, scored_before = _batch_counts(affine_server)
+    clients, per_client = 24, 12
+
+    def client(n: int) -> list[str]:
+        problems = []
+        with requests.Session() as s:
+            for k in range(per_client):
+                poisoned = n % 6 == 0 and k % 3 == 0
+                first = 1.0 + 1000 * n + 10 * k
+                body, want = _affine_body(-first if poisoned else first, 1 + (n + k) % 4)
+                resp = s.post(f"{affine_server}/invocations", data=body, headers=JSON_HEADERS, timeout=JOIN)
+                if poisoned:
+                    if resp.status_code != 400 or "x must not be negative" not in resp.json()["message"]:
+                        problems.append(f"client {n} request {k}: poisoned got {resp.status_code} {resp.text}")
+                elif resp.status_code != 200 or resp.json()["predictions"] != want:
+                    problems.append(f"client {n} request {k}: got {resp.status_code} {resp.text}, want {want}")
+        return problems
+
+    with cf.ThreadPoolExecutor(clients) as pool:
+        problems = [p for ps in pool.map(client, range(clients)) for p in ps]
+    assert problems == []
+    calls, scored = _batch_counts(affine_server)
+    # Requests were merged: fewer model calls than requests (poisoned ones are scored twice or more).
+    assert scored - scored_before >= clients * per_client
+    assert calls - calls_before < scored - scored_before
+
+
+def test_a_client_that_disconnects_leaves_the_others_answered(affine_server):
+    import socket
+
+    import requests
+
+    def hang_up() -> None:
+        body, _ = _affine_body(3.0, 2)
+        host, port = affine_server.removeprefix("http://").split(":")
+        with socket.create_connection((host, int(port)), timeout=JOIN) as sock:
+            head = (
+                "POST /invocations HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                f"Content-Length: {len(body)}\r\n\r\n"
+            )
+            sock.sendall(head.encode() + body)  # and gone before the answer
+
+    def ask(n: int) -> bool:
+        body, want = _affine_body(float(n), 1)
+        resp = requests.post(f"{affine_server}/invocations", data=body, headers=JSON_HEADERS, timeout=JOIN)
+        return resp.status_code == 200 and resp.json()["predictions"] == want
+
+    with cf.ThreadPoolExecutor(16) as pool:
+        gone = [pool.submit(hang_up) for _ in range(8)]
+        answered = list(pool.map(ask, range(32)))
+        for fut in gone:
+            fut.result(JOIN)
+    assert all(answered)
