@@ -3,18 +3,23 @@
 Every request thread calls :meth:`Batcher.score` with its own prepared (decoded and checked) input, so
 a bad request has had its own 4xx before it could join anything. Then:
 
-- When no model call is running and nobody waits, the request is scored at once, alone: an idle server
-  adds no wait (and a request of ``max_rows`` rows or more never waits either).
-- Otherwise it queues. The oldest queued request leads: it waits until the running call ends, the queue
-  holds ``max_rows`` rows, or ``max_wait_ms`` have passed since its own arrival, whichever comes first;
-  then it takes the queued requests that can merge with it (same input kind, columns and dtypes, equal
-  ``params``), in arrival order, up to ``max_rows`` rows, makes one model call and hands every follower
-  its own rows of the answer, in order. The others wait for the next leader (the oldest left).
+- When no model call is running, nobody waits and no other request is being prepared, the request is
+  scored at once, alone: an idle server adds no wait (and a request of ``max_rows`` rows or more never
+  waits either).
+- Otherwise it queues. The oldest queued request leads: it waits while a model call runs or other
+  requests are being prepared (they are about to join), until the queue holds ``max_rows`` rows or
+  ``max_wait_ms`` have passed since its own arrival, whichever comes first; then it takes the queued
+  requests that can merge with it (same input kind, columns and dtypes, equal ``params``), in arrival
+  order, up to ``max_rows`` rows, makes one model call and hands every follower its own rows of the
+  answer, in order. The others wait for the next leader (the oldest left).
 - A merged call that raises is retried by halves until the failing request is found: only it fails, its
   neighbours get their predictions. A merged call answering a different number of rows than it was
   given is rerun request by request. Every follower is answered (a result or an error) before the
   leader's own call returns, whatever happened, so none waits for ever on a leader that has failed; a
   call that never returns is the timeout guard's (every waiting request has its own deadline there).
+
+The runtime tells the batcher when a request starts and ends being prepared (:meth:`Batcher.preparing`,
+:meth:`Batcher.prepared`): in a threaded worker, that is what tells "others are coming" from "idle".
 
 Which models batch (:func:`batchable`): flavors whose output has one row per input row, in order, with
 rows scored independently: sklearn and onnx. A custom ``PythonModel`` opts in with a class attribute
@@ -99,11 +104,24 @@ class Batcher:
         self._queue: list[_Item] = []
         self._queued_rows = 0
         self._running = 0  # model calls in flight
+        self._preparing = 0  # requests being decoded and checked: about to arrive
+
+    def preparing(self) -> None:
+        """A request starts being prepared (each call is followed by one :meth:`prepared`)."""
+        with self._cond:
+            self._preparing += 1
+
+    def prepared(self) -> None:
+        """A request is prepared (or failed to be): a waiting leader need not wait for it any longer."""
+        with self._cond:
+            self._preparing -= 1
+            if self._queue:
+                self._cond.notify_all()
 
     def score(self, data: Any, params: dict | None, rows: int) -> Any:
         """The model's answer for one request's prepared input (``rows`` rows); raises its own error."""
         with self._cond:
-            alone = rows >= self.max_rows or (self._running == 0 and not self._queue)
+            alone = rows >= self.max_rows or not (self._running or self._queue or self._preparing)
             if alone:
                 self._running += 1
             else:
@@ -158,7 +176,7 @@ class Batcher:
     def _collect(self, leader: _Item) -> list[_Item]:
         """Wait as the leader, then take the batch out of the queue and hand the lead to the oldest left."""
         with self._cond:
-            while self._running and self._queued_rows < self.max_rows:
+            while (self._running or self._preparing) and self._queued_rows < self.max_rows:
                 left = leader.deadline - time.monotonic()
                 if left <= 0:
                     break

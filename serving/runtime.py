@@ -158,8 +158,16 @@ class Runtime:
         Raises :class:`~modelfmt.errors.PayloadError`, :class:`~modelfmt.errors.SchemaError` or
         :class:`~modelfmt.errors.ParamsError`, all about this request only.
         """
-        data, params = decode_request(body, content_type, self.schema, protocol)
-        return self.prepare_input(data, params)
+        batcher = self.batcher
+        if batcher is None:
+            data, params = decode_request(body, content_type, self.schema, protocol)
+            return self.prepare_input(data, params)
+        batcher.preparing()  # a batch leader waits for requests being prepared
+        try:
+            data, params = decode_request(body, content_type, self.schema, protocol)
+            return self.prepare_input(data, params)
+        finally:
+            batcher.prepared()
 
     def prepare_input(self, data: Any, params: dict | None = None) -> Prepared:
         """Check already decoded model input and params against the signature."""
