@@ -16,6 +16,7 @@ import modelfmt
 from modelfmt.flavors import pyfunc
 from modelfmt.flavors import sklearn as sk_flavor
 from modelfmt.flavors.pyfunc import PythonModel
+from modelfmt.integrity import record_digests
 from modelfmt import Model
 from modelfmt.errors import (
     FlavorError,
@@ -306,6 +307,7 @@ def test_model_without_pyfunc_flavor_is_refused(tmp_path, elasticnet):
     meta = Model.load(path)
     del meta.flavors["python_function"]
     meta.save(path)
+    record_digests(path)
     with pytest.raises(ModelFormatError, match="no python_function flavor"):
         pyfunc.load_model(path)
 
@@ -314,7 +316,7 @@ def test_missing_pickle_is_a_format_error(tmp_path):
     pyfunc.save_model(str(tmp_path / "m"), python_model=_no_context_model())
     os.remove(tmp_path / "m" / "python_model.pkl")
     with pytest.raises(ModelFormatError, match="python_model.pkl is missing"):
-        pyfunc.load_model(tmp_path / "m")
+        pyfunc.load_model(tmp_path / "m", verify=False)  # with digests: IntegrityError, missing: python_model.pkl
 
 
 def test_one_warning_lists_version_mismatches(tmp_path, caplog):
@@ -326,6 +328,7 @@ def test_one_warning_lists_version_mismatches(tmp_path, caplog):
                "cloudpickle==0.1.0" if r.startswith("cloudpickle==") else
                "modelfmt==0.0.1" if r.startswith("modelfmt==") else r) for r in reqs]
     (path / "requirements.txt").write_text("\n".join(edited) + "\n")
+    record_digests(path)
     with caplog.at_level(logging.WARNING):
         pyfunc.load_model(path)
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
@@ -345,9 +348,11 @@ def test_compressed_pickle_and_unknown_compression(tmp_path):
     meta = Model.load(path)
     meta.flavors["python_function"].update(python_model="python_model.pkl.xz", python_model_compression="lzma")
     meta.save(path)
+    record_digests(path)
     np.testing.assert_allclose(pyfunc.load_model(path).predict(FRAME), [101.0, 102.0, 103.0])
     meta.flavors["python_function"]["python_model_compression"] = "zstd"
     meta.save(path)
+    record_digests(path)
     with pytest.raises(ModelFormatError, match="'zstd'"):
         pyfunc.load_model(path)
 
@@ -358,6 +363,7 @@ def test_models_from_code_are_refused_clearly(tmp_path):
     meta = Model.load(path)
     meta.flavors["python_function"]["model_code_path"] = "model.py"
     meta.save(path)
+    record_digests(path)
     with pytest.raises(ModelFormatError, match="models from code"):
         pyfunc.load_model(path)
 
