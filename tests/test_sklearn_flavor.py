@@ -16,6 +16,7 @@ from modelfmt.flavors import pyfunc
 from modelfmt.flavors import sklearn as sk_flavor
 from modelfmt import Model
 from modelfmt.errors import FlavorError, ModelExistsError, ModelFormatError, UnsafeModelError
+from modelfmt.integrity import record_digests
 
 
 def _double(x):
@@ -274,6 +275,7 @@ def test_one_warning_lists_version_mismatches(tmp_path, elasticnet, caplog):
     edited = [("scikit-learn==0.20.0" if r.startswith("scikit-learn==") else
                "numpy==1.0.0" if r.startswith("numpy==") else r) for r in reqs]
     (path / "requirements.txt").write_text("\n".join(edited) + "\n")
+    record_digests(path)
     with caplog.at_level(logging.WARNING):
         pyfunc.load_model(path)
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
