@@ -24,6 +24,7 @@ import modelfmt.flavors
 from modelfmt.errors import ModelFormatError
 from modelfmt.flavors import _legacy_names, pyfunc
 from modelfmt.flavors import sklearn as sk_flavor
+from modelfmt.integrity import record_digests
 from modelfmt.model import Model
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures", "v010")
@@ -127,6 +128,7 @@ def test_shim_is_only_for_0_1_models(tmp_path):
         sys.path.remove(str(tmp_path))
         sys.modules.pop("uses_old_name", None)
     (tmp_path / "m" / "code" / "uses_old_name.py").write_text("from flavors import pyfunc\n" + code.read_text())
+    record_digests(tmp_path / "m")
     try:
         with pytest.raises(ModelFormatError, match="No module named 'flavors'"):
             modelfmt.load_model(str(tmp_path / "m"))
