@@ -337,7 +337,8 @@ COUNT_MLMODEL_PARSES = (
     "    if event == 'open' and isinstance(args[0], str) and os.path.abspath(args[0]) == _target:\n"
     "        _reads.append(os.path.basename(sys._getframe(1).f_code.co_filename))\n"
     "sys.addaudithook(_hook)\n"
-    "_parsed = lambda: [f for f in _reads if f != 'shutil.py']  # copying the model into a context is no parse\n"
+    # Copying the model into a context, or hashing its files (integrity.py), is no parse.
+    "_parsed = lambda: [f for f in _reads if f not in ('shutil.py', 'integrity.py')]\n"
     "atexit.register(lambda: print(f'MLmodel parsed {len(_parsed())} time(s) by {_parsed()}', file=sys.stderr))\n"
 )
 
