@@ -38,6 +38,7 @@ from modelfmt.errors import ModelEnvironmentError
 from modelfmt.open import OpenedModel, check_open_options, open_model
 
 MANAGERS = ("uv", "virtualenv")
+COMPILE_ENV = "MODELFMT_ENV_COMPILE"
 _BUILD_TIMEOUT = 3600  # seconds for one installer run: a stuck index must not hang a server's start
 
 _log = logging.getLogger(__name__)
@@ -213,6 +214,21 @@ def _requirements_file(spec: EnvSpec, work: str) -> str:
     return path
 
 
+def compile_bytecode() -> bool:
+    """Whether builds byte-compile what they install (``$MODELFMT_ENV_COMPILE``, default yes).
+
+    Compiled at build, the environment is complete when renamed into place: the first server or the
+    twenty Spark tasks that start in it do not each compile (and write) the same ``__pycache__``
+    files, and its first start is as fast as the next ones. ``MODELFMT_ENV_COMPILE=0`` makes the
+    build a few seconds faster and the first start slower.
+    """
+    return os.environ.get(COMPILE_ENV, "1").strip().lower() not in ("0", "false", "no")
+
+
+def _uv_compile() -> list[str]:
+    return ["--compile-bytecode"] if compile_bytecode() else []
+
+
 def _build_uv(spec: EnvSpec, python: Interpreter, uv: str, env_dir: str, work: str, wheel: str) -> None:
     _run([uv, "venv", "--quiet", "--relocatable", "--no-config", "--python", python.path, env_dir],
          f"uv venv (Python {python.version})")
@@ -226,9 +242,9 @@ def _build_uv(spec: EnvSpec, python: Interpreter, uv: str, env_dir: str, work: s
         env = dict(_installer_env(), UV_PROJECT_ENVIRONMENT=env_dir)
         _run([uv, "sync", "--frozen", "--no-install-project", "--no-dev", "--python", target, *skip],
              "uv sync --frozen (the model's uv.lock)", cwd=project, env=env)
-        _run([uv, "pip", "install", "--python", target, wheel], "uv pip install (modelfmt's wheel)")
+        _run([uv, "pip", "install", *_uv_compile(), "--python", target, wheel], "uv pip install (modelfmt's wheel)")
         return
-    _run([uv, "pip", "install", "--python", target, "-r", _requirements_file(spec, work), wheel],
+    _run([uv, "pip", "install", *_uv_compile(), "--python", target, "-r", _requirements_file(spec, work), wheel],
          "uv pip install (the model's requirements and modelfmt)")
 
 
@@ -243,7 +259,9 @@ def _build_venv(spec: EnvSpec, python: Interpreter, env_dir: str, work: str, whe
             f"{e.message} (Debian's Pythons need the python{python.minor}-venv package; or use env_manager 'uv')"
         ) from None
     target = os.path.join(env_dir, "bin", "python")
-    _run([target, "-m", "pip", "install", "--quiet", "--no-input", "-r", _requirements_file(spec, work), wheel],
+    reqs = _requirements_file(spec, work)
+    compile_flag = [] if compile_bytecode() else ["--no-compile"]
+    _run([target, "-m", "pip", "install", "--quiet", "--no-input", *compile_flag, "-r", reqs, wheel],
          "pip install (the model's requirements and modelfmt)")
 
 

@@ -147,10 +147,25 @@ def installed(site_packages: str) -> dict[str, dict[str, Any]]:
         if not info.endswith(".dist-info"):
             continue
         name, _, version = info[: -len(".dist-info")].partition("-")
+        name = _metadata_name(os.path.join(site_packages, info)) or name
         paths = _record(os.path.join(site_packages, info))
         top = sorted({p.split("/", 1)[0] for p in paths if not p.startswith("..") and "__pycache__" not in p})
         out[info] = {"name": name, "version": version, "top": top, "files": len(paths)}
     return out
+
+
+def _metadata_name(info_dir: str) -> str | None:
+    """The distribution's name as its ``METADATA`` spells it (folder names are normalised)."""
+    try:
+        with open(os.path.join(info_dir, "METADATA"), encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.startswith("Name:"):
+                    return line[5:].strip()
+                if not line.strip():
+                    break
+    except OSError:
+        pass
+    return None
 
 
 def _record(info_dir: str) -> list[str]:
