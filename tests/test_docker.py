@@ -14,7 +14,7 @@ import pytest
 from test_docker_image import docker_ready  # noqa: F401 - the fixture: dockerd and the base image
 
 from modelfmt.envs import wheels as docker_wheels
-from modelfmt.errors import DeployError
+from modelfmt.errors import DeployError, ModelEnvironmentError
 from modelfmt.model import Model
 from modelfmt.serving.docker import cache as docker_cache
 from modelfmt.serving.docker import context as docker_context
@@ -249,3 +249,53 @@ def test_generate_dockerfile_cli_refuses_a_non_model(tmp_path):
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert proc.stderr.startswith("modelfmt: error: ") and len(proc.stderr.strip().splitlines()) == 1
     assert str(tmp_path) in proc.stderr
+
+
+def _pinned_model(tmp_path, *extra: str) -> str:
+    from test_envs_build import save_linear
+
+    return save_linear(tmp_path / "pinned", extra=list(extra))
+
+
+def test_env_manager_installs_the_models_own_environment(tmp_path, monkeypatch):
+    from modelfmt.open import open_model
+
+    model = _pinned_model(tmp_path, "scikit-learn==1.5.2", "mlflow==3.18.0")
+    here = "{}.{}".format(*sys.version_info[:2])
+    opened = open_model(model, env_manager="uv")
+    own = docker_context.model_environment(opened, here)
+    # python_env.yaml's build dependencies and dependencies, without MLflow (modelfmt serves it).
+    assert "scikit-learn==1.5.2" in own and any(r.startswith("pip==") for r in own)
+    assert not any(r.startswith("mlflow") for r in own)
+    # local keeps what the image always installed: requirements.txt's lines.
+    local = docker_context.image_requirements(model)
+    assert "scikit-learn==1.5.2" in local and not any(r.startswith("pip==") for r in local)
+    with pytest.raises(ModelEnvironmentError, match=rf"needs Python {here} .* the image would run 3\.99"):
+        docker_context.model_environment(opened, "3.99")
+    monkeypatch.delenv("MODELFMT_BASE_IMAGE", raising=False)
+    assert resolve_target(opened).base_image == f"python:{here}-slim"
+
+
+def test_env_manager_conflict_fails_before_the_context_is_written(tmp_path):
+    model = _pinned_model(tmp_path, "pandas<2")
+    out = tmp_path / "ctx"
+    with pytest.raises(ModelEnvironmentError, match=r"'pandas<2', but modelfmt .* requires 'pandas>=2\.0'"):
+        generate_dockerfile(model, str(out), "python:3.11-slim", env_manager="uv")
+    assert not out.exists()
+    for manager, needle in (("uv", "'pandas<2'"), ("conda", "'conda' is not supported")):
+        proc = subprocess.run(
+            [sys.executable, "-m", "modelfmt", "generate-dockerfile", model, "-o", str(out), "--env-manager", manager],
+            capture_output=True, text=True, timeout=60,
+        )
+        assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+        assert proc.stderr.startswith("modelfmt: error: ") and needle in proc.stderr
+        assert not out.exists()
+
+
+@pytest.mark.usefixtures("docker_ready")
+def test_env_manager_context_pins_the_models_environment(tmp_path):
+    model = _pinned_model(tmp_path, "scikit-learn==1.5.2")
+    out = tmp_path / "ctx"
+    generate_dockerfile(model, str(out), BASE_IMAGE, env_manager="uv")
+    pins = (out / "wheels" / "requirements.txt").read_text().split()
+    assert "scikit_learn==1.5.2" in pins and any(p.startswith("pip==") for p in pins)

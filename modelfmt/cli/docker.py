@@ -33,7 +33,11 @@ def generate_dockerfile_command(
     model: str, output_dir: str, base_image: str | None, python_version: str | None,
     modelfmt_wheel: str | None, template: str | None,
 ) -> None:
-    """Write a docker build context (Dockerfile, wheels, model) for MODEL into OUTPUT_DIR."""
+    """Write a docker build context (Dockerfile, wheels, model) for MODEL into OUTPUT_DIR.
+
+    --env-manager uv or virtualenv installs the model's own environment (python_env.yaml with its build
+    dependencies, or its uv.lock) on a base image of its Python; local (default) its requirements.txt.
+    """
     from modelfmt.cli import opening_options
     from modelfmt.open import open_model
     from modelfmt.serving.docker.build import generate_dockerfile
@@ -53,7 +57,11 @@ def build_docker_command(
     model: str, tag: str, base_image: str | None, python_version: str | None,
     modelfmt_wheel: str | None, template: str | None, no_cache: bool,
 ) -> None:
-    """Build a docker image TAG that serves MODEL on port 8080."""
+    """Build a docker image TAG that serves MODEL on port 8080.
+
+    --env-manager uv or virtualenv installs the model's own environment (python_env.yaml with its build
+    dependencies, or its uv.lock) on a base image of its Python; local (default) its requirements.txt.
+    """
     from modelfmt.cli import opening_options
     from modelfmt.open import open_model
     from modelfmt.serving.docker import client as docker_cli

@@ -15,6 +15,7 @@ import os
 import tempfile
 from collections.abc import Mapping, Sequence
 
+from modelfmt.envs.requirements import model_spec
 from modelfmt.errors import DeployError
 from modelfmt.open import OpenedModel, open_model
 from modelfmt.serving.docker import client as docker_cli
@@ -30,6 +31,7 @@ from modelfmt.serving.docker.cache import (
 from modelfmt.serving.docker.context import (
     Target,
     default_base_image,
+    env_manager_of,
     model_python_version,
     target_from_probe,
     target_from_tag,
@@ -45,8 +47,12 @@ def resolve_target(
     """The platform to resolve wheels for ``model`` (a location or an :class:`OpenedModel`): probed
     inside ``base_image`` when the local daemon has it, else read from its ``python:X.Y`` tag or
     ``python_version``."""
-    meta = open_model(model).model
-    base = base_image or default_base_image(meta)
+    opened = open_model(model)
+    meta = opened.model
+    wanted = None  # the Python of the model's own environment (--env-manager uv|virtualenv)
+    if env_manager_of(opened) != "local":
+        wanted = model_spec(opened).python  # a conflicting pin fails here, before docker is asked anything
+    base = base_image or default_base_image(meta, wanted)
     probe = _try_probe(base)
     if probe is None:
         target = target_from_tag(base, python_version)
@@ -57,7 +63,7 @@ def resolve_target(
                 f"base image {base!r} has Python {target.python_version}, not {python_version} as asked"
             )
     saved = model_python_version(meta)
-    if saved and saved != target.python_version:
+    if wanted is None and saved and saved != target.python_version:  # uv|virtualenv: an error, later
         _log.warning(
             "model was saved with Python %s; the image runs %s: pickled models may not load",
             saved,
@@ -77,8 +83,11 @@ def _try_probe(image: str) -> dict | None:
     return docker_cli.probe_image(image)
 
 
-def _trust(trusted_types: Sequence[str] | None) -> dict:
-    return {} if trusted_types is None else {"trusted_types": list(trusted_types)}
+def _options(trusted_types: Sequence[str] | None, env_manager: str | None) -> dict:
+    out: dict = {} if trusted_types is None else {"trusted_types": list(trusted_types)}
+    if env_manager is not None:
+        out["env_manager"] = env_manager
+    return out
 
 
 def generate_dockerfile(
@@ -91,6 +100,7 @@ def generate_dockerfile(
     template: str | None = None,
     pip_options: Sequence[str] = (),
     trusted_types: Sequence[str] | None = None,
+    env_manager: str | None = None,
 ) -> str:
     """Write a build context for ``model`` (a location or an :class:`OpenedModel`) into ``output_dir``;
     returns ``output_dir``.
@@ -99,9 +109,13 @@ def generate_dockerfile(
     ``python_version`` is needed only for a base image that is neither local nor a ``python:X.Y`` tag.
     ``pip_options`` go to ``pip download`` (e.g. ``["--index-url", URL]``). ``trusted_types`` (skops
     types trusted beyond the defaults, the opening option) are baked into the image as
-    ``MODELFMT_TRUSTED_TYPES``.
+    ``MODELFMT_TRUSTED_TYPES``. ``env_manager`` (the opening option): ``local`` (the default) installs
+    the lines of the model's ``requirements.txt``; ``uv`` or ``virtualenv`` install the model's own
+    environment as ``modelfmt prepare-env`` reads it (``python_env.yaml`` with its build dependencies,
+    or the pins of its ``uv.lock``), refuse pins that conflict with modelfmt's, and need a base image
+    of the model's Python.
     """
-    opened = open_model(model, **_trust(trusted_types))  # MLmodel read once, here, for every step below
+    opened = open_model(model, **_options(trusted_types, env_manager))  # MLmodel read once, here, for every step below
     target = resolve_target(opened, base_image, python_version)
     return write_context(
         opened,
@@ -126,10 +140,11 @@ def build_docker(
     labels: Mapping[str, str] | None = None,
     deps_cache: str | None = CACHE_REPO,
     trusted_types: Sequence[str] | None = None,
+    env_manager: str | None = None,
 ) -> str:
     """Build an image ``tag`` serving ``model``, streaming docker's output; returns ``tag``. Arguments
     as for :func:`generate_dockerfile`, then as for :func:`build_image`."""
-    opened = open_model(model, **_trust(trusted_types))
+    opened = open_model(model, **_options(trusted_types, env_manager))
     docker_cli.check_daemon()
     with tempfile.TemporaryDirectory(prefix="modelfmt-docker-") as tmp:
         context = os.path.join(tmp, "context")

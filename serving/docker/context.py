@@ -21,7 +21,7 @@ import sys
 from collections.abc import Sequence
 
 from modelfmt.environment import read_requirements, requirement_name
-from modelfmt.errors import DeployError
+from modelfmt.errors import DeployError, ModelEnvironmentError
 from modelfmt.model import PYFUNC_FLAVOR, Model
 from modelfmt.open import OpenedModel, open_model
 from modelfmt.trust import TRUSTED_TYPES_ENV
@@ -76,12 +76,13 @@ def model_python_version(model: Model) -> str | None:
     return f"{m.group(1)}.{m.group(2)}" if m else None
 
 
-def default_base_image(model: Model) -> str:
-    """``$MODELFMT_BASE_IMAGE``, else the official slim image of the model's Python version."""
+def default_base_image(model: Model, python_version: str | None = None) -> str:
+    """``$MODELFMT_BASE_IMAGE``, else the official slim image of ``python_version`` or the model's
+    Python version."""
     env = os.environ.get("MODELFMT_BASE_IMAGE")
     if env:
         return env
-    version = model_python_version(model) or "{}.{}".format(*sys.version_info[:2])
+    version = python_version or model_python_version(model) or "{}.{}".format(*sys.version_info[:2])
     return f"python:{version}-slim"
 
 
@@ -108,6 +109,29 @@ def target_from_probe(base_image: str, probe: dict) -> Target:
     if lib != "glibc" or not m:
         raise DeployError(f"base image {base_image!r} has no glibc ({lib or 'unknown libc'}); use a Debian-based image")
     return Target(base_image, probe["python"], probe["machine"], (int(m.group(1)), int(m.group(2))))
+
+
+def env_manager_of(opened: OpenedModel) -> str:
+    """The image's ``--env-manager``: ``local`` (the default) installs the lines of the model's
+    ``requirements.txt``; ``uv`` and ``virtualenv`` install the model's own environment as
+    :func:`modelfmt.envs.requirements.model_spec` reads it (see :func:`model_environment`)."""
+    return str(opened.options.get("env_manager") or "local")
+
+
+def model_environment(opened: OpenedModel, python_version: str) -> list[str]:
+    """The requirement lines of the model's own environment (``--env-manager uv|virtualenv``): what
+    ``python_env.yaml`` lists (build dependencies included) or its ``uv.lock`` pins, checked against
+    modelfmt's own requirements; the image's Python must be the model's (major.minor)."""
+    from modelfmt.envs.requirements import model_spec
+
+    spec = model_spec(opened)
+    if spec.python != python_version:
+        raise ModelEnvironmentError(
+            f"the model needs Python {spec.python} ({spec.python_source}) and the image would run "
+            f"{python_version}: build on a Python {spec.python} base image (e.g. python:{spec.python}-slim), "
+            "or use --env-manager local to install its requirements on this one"
+        )
+    return list(spec.requirements)
 
 
 def image_requirements(model_path: str) -> list[str]:
@@ -185,7 +209,8 @@ def write_context(
 ) -> str:
     """Write a complete build context for ``model`` (a location or an :class:`OpenedModel`) into
     ``output_dir`` (created; must be empty). The model's ``trusted_types`` opening option is baked into
-    the image (:func:`render_dockerfile`)."""
+    the image (:func:`render_dockerfile`); its ``env_manager`` option chooses which requirements the
+    image installs (:func:`env_manager_of`)."""
     opened = open_model(model)
     model_path = opened.path
     existed = os.path.isdir(output_dir)
@@ -194,9 +219,13 @@ def write_context(
     # The caller's trust (an opening option) goes into the image; the host's MODELFMT_TRUSTED_TYPES does not.
     trusted = opened.options.get("trusted_types") or ()
     dockerfile = render_dockerfile(target, template, trusted)  # fails early on a bad template
+    if env_manager_of(opened) == "local":
+        requirements = image_requirements(model_path)
+    else:  # a conflicting pin or another Python fails here, before anything is written
+        requirements = model_environment(opened, target.python_version)
     os.makedirs(output_dir, exist_ok=True)
     try:
-        _fill_context(model_path, output_dir, target, dockerfile, modelfmt_wheel, pip_options)
+        _fill_context(model_path, output_dir, target, dockerfile, requirements, modelfmt_wheel, pip_options)
     except BaseException:
         # A half-written context would make the next attempt fail as "not empty": leave none behind.
         if existed:
@@ -213,8 +242,8 @@ def write_context(
 
 
 def _fill_context(
-    model_path: str, output_dir: str, target: Target, dockerfile: str, modelfmt_wheel: str | None,
-    pip_options: Sequence[str],
+    model_path: str, output_dir: str, target: Target, dockerfile: str, requirements: list[str],
+    modelfmt_wheel: str | None, pip_options: Sequence[str],
 ) -> None:
     from modelfmt.envs import wheels as docker_wheels
 
@@ -222,7 +251,7 @@ def _fill_context(
     own = docker_wheels.modelfmt_wheel(wheel_dir, modelfmt_wheel)
     deps = os.path.join(output_dir, "wheels")
     names = docker_wheels.resolve_wheels(
-        [*image_requirements(model_path), own],
+        [*requirements, own],
         deps,
         python_version=target.python_version,
         machine=target.machine,
