@@ -196,8 +196,10 @@ def test_missing_or_broken_model_fails_fast_with_one_clear_line(tmp_path, sklear
     broken = tmp_path / "broken"
     shutil.copytree(sklearn_model_path, broken)
     os.remove(broken / "model.pkl")
+    # --no-verify: past the digest check (which names model.pkl as missing), to the loader's own failure.
     out = subprocess.run(
-        [sys.executable, "-m", "modelfmt", "serve", str(broken), "--port", str(free_port()), "--workers", "1"],
+        [sys.executable, "-m", "modelfmt", "serve", str(broken), "--port", str(free_port()), "--workers", "1",
+         "--no-verify"],
         capture_output=True, timeout=120,
     )
     assert out.returncode != 0
