@@ -18,6 +18,7 @@ import time
 
 import numpy as np
 import pytest
+import tomllib
 import yaml
 
 from modelfmt.envs import cache
@@ -285,3 +286,34 @@ def test_virtualenv_manager_builds_with_venv_and_pip(env_cache, old_sklearn_mode
     proc = subprocess.run([os.path.join(env.root, "bin", "modelfmt"), "--version"], capture_output=True, text=True,
                           timeout=60)
     assert proc.returncode == 0 and "modelfmt, version" in proc.stdout
+
+
+def test_uv_lock_is_restored_frozen(tmp_path, old_sklearn_model, monkeypatch):
+    from modelfmt.envs.build import uv_binary
+
+    monkeypatch.setenv(COMPILE_ENV, "0")  # what is installed is tested here, not how fast it starts
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "pyproject.toml").write_text(textwrap.dedent(f"""
+        [project]
+        name = "fraud-model"
+        version = "0.1.0"
+        requires-python = ">=3.11"
+        dependencies = ["scikit-learn=={OLD_SKLEARN}", "numpy<2.3"]
+    """))
+    proc = subprocess.run([uv_binary(), "lock", "--quiet"], cwd=project, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    lock = tomllib.loads((project / "uv.lock").read_text())
+    numpy = next(p["version"] for p in lock["package"] if p["name"] == "numpy")
+
+    def add_lock(path):
+        shutil.copy(project / "pyproject.toml", path)
+        shutil.copy(project / "uv.lock", path)
+
+    opened = _copy_with(tmp_path, old_sklearn_model, "locked", add_lock)
+    spec = model_spec(opened)
+    assert spec.lock and f"numpy=={numpy}" in spec.requirements
+    env = ensure_environment(opened, "uv")
+    assert env.manifest["lock"] is True
+    seen = env_python(env, "import json, numpy, sklearn; print(json.dumps([numpy.__version__, sklearn.__version__]))")
+    assert seen == [numpy, OLD_SKLEARN]  # the lock's versions, not the requirements.txt's numpy

@@ -201,7 +201,10 @@ def _say_replaced(path: str, replaced: tuple[str, ...]) -> None:
 def locked_requirements(lock: str) -> list[str]:
     """``name==version`` for every package a ``uv.lock`` pins from an index (for the conflict check
     and the Docker image; the environment itself is restored with ``uv sync --frozen``)."""
-    import tomllib  # 3.11+; the lock is read only where uv restores it
+    try:
+        import tomllib
+    except ImportError:  # Python 3.10
+        raise ModelEnvironmentError(f"reading the model's {UV_LOCK_FILE} needs Python 3.11 or newer") from None
 
     with open(lock, "rb") as f:
         data = tomllib.load(f)
