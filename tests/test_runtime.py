@@ -12,6 +12,7 @@ import pytest
 
 from modelfmt.errors import ParamsError, PayloadError, PredictionError, SchemaError, UnsupportedMediaTypeError
 from modelfmt.flavors.pyfunc import PythonModel
+from modelfmt.integrity import record_digests
 from modelfmt.serving.runtime import Prepared, Runtime, row_count
 
 
@@ -193,6 +194,7 @@ def test_warm_up_on_a_broken_example_is_not_ready_with_the_reason(sklearn_model_
     example = json.loads((path / "serving_input_example.json").read_text())
     example["dataframe_split"]["columns"][0] = "years"
     (path / "serving_input_example.json").write_text(json.dumps(example))
+    record_digests(path)  # the edit is intended: seal it, so that the model opens
     rt = Runtime.load(str(path))
     rt.warm_up()
     assert not rt.ready and "its own input example" in rt.not_ready_reason and "age" in rt.not_ready_reason
