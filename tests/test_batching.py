@@ -7,6 +7,7 @@ import concurrent.futures as cf
 import json
 import threading
 import time
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -422,3 +423,77 @@ def test_a_client_that_disconnects_leaves_the_others_answered(affine_server):
         for fut in gone:
             fut.result(JOIN)
     assert all(answered)
+
+
+STUCK_MODEL = '''
+import time
+
+from modelfmt.flavors.pyfunc import PythonModel
+
+
+class StuckOn13(PythonModel):
+    """2x + y per row; a row with x == 13 never finishes (for the timeout), x < 0 is refused."""
+
+    batchable = True
+
+    def predict(self, context, model_input, params=None):
+        if (model_input["x"] == 13).any():
+            time.sleep(60)
+        if (model_input["x"] < 0).any():
+            raise ValueError("x must not be negative")
+        time.sleep(0.003)
+        return (model_input["x"] * 2 + model_input["y"]).to_numpy()
+'''
+
+
+def test_a_timed_out_batch_answers_every_request_it_holds(tmp_path, monkeypatch):
+    """Under ``modelfmt serve``: a request whose model call never returns gets its 504 (as does any request
+    merged with it), the requests arriving meanwhile their predictions (they go after max_wait, beside
+    the stuck call); nobody hangs, and the replaced worker answers again."""
+    import importlib
+    import sys
+
+    import requests
+
+    from modelfmt.flavors import pyfunc
+    from modelfmt.serving.testing import serving
+
+    code = tmp_path / "stuck_model.py"
+    code.write_text(STUCK_MODEL)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    module = importlib.import_module("stuck_model")
+    X = pd.DataFrame({"x": [1.0, 2.0], "y": [0.5, 0.25]})
+    path = str(tmp_path / "stuck")
+    pyfunc.save_model(path, python_model=module.StuckOn13(), signature=infer_signature(X, np.array([2.5, 4.25])),
+                      code_paths=[str(code)])
+    sys.modules.pop("stuck_model", None)
+
+    def ask(base: str, first: float) -> tuple[int, Any, list[float]]:
+        body, want = _affine_body(first, 1)
+        resp = requests.post(f"{base}/invocations", data=body, headers=JSON_HEADERS, timeout=30)
+        return resp.status_code, resp.json(), want
+
+    with serving(path, workers=1, threads=16, timeout=2) as base:
+        started = time.monotonic()
+        with cf.ThreadPoolExecutor(16) as pool:
+            stuck = pool.submit(ask, base, 13.0)
+            time.sleep(0.05)
+            others = [pool.submit(ask, base, 100.0 + n) for n in range(15)]
+            status, doc, _ = stuck.result(30)
+            answers = [fut.result(30) for fut in others]
+        assert status == 504 and doc["error_code"] == "REQUEST_TIMEOUT"
+        assert time.monotonic() - started < 15
+        for status, doc, want in answers:
+            assert status in (200, 504, 503), doc  # scored, held with the stuck call, or the worker retiring
+            if status == 200:
+                assert doc["predictions"] == want
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:  # the replacement worker
+            try:
+                if requests.get(f"{base}/ping", timeout=5).status_code == 200:
+                    break
+            except requests.ConnectionError:
+                pass
+            time.sleep(0.2)
+        status, doc, want = ask(base, 7.0)
+        assert status == 200 and doc["predictions"] == want
