@@ -64,6 +64,9 @@ class CliState:
     public_keys: list[str] = field(default_factory=list)
     certificates: list[str] = field(default_factory=list)
     env_manager: str | None = None
+    # The arguments main() was given; None when they are sys.argv's (this process is the command, so
+    # --env-manager may re-exec it: modelfmt.cli._reexec).
+    argv: list[str] | None = None
 
 
 def _remember_debug(ctx: click.Context, param: click.Parameter, value: bool) -> bool:
@@ -220,6 +223,8 @@ class LazyGroup(click.Group):
              standalone_mode: bool = True, **extra: Any) -> Any:
         """Run the command; in standalone mode (the console script) every failure exits by the policy."""
         state = extra.setdefault("obj", CliState())
+        if isinstance(state, CliState):
+            state.argv = None if args is None else list(args)
         if not standalone_mode:
             return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         try:
