@@ -57,14 +57,14 @@ def build(estimator: Any, predict_fn: str, schema: Schema | None) -> FastPath | 
     """The fast path of ``estimator``'s ``predict_fn`` under input ``schema``, or ``None`` where it does not apply."""
     if schema is None or not schema.inputs or schema.from_type_hint or not schema.has_input_names():
         return None
-    specs = schema.inputs
-    if not all(isinstance(s, ColSpec) for s in specs):
+    specs = [s for s in schema.inputs if isinstance(s, ColSpec)]
+    if len(specs) != len(schema.inputs):
         return None
     types = {s.type for s in specs}
     if len(types) != 1:
         return None  # mixed column types: scikit-learn converts per frame; keep its path
     (col_type,) = types
-    if col_type not in _NUMERIC:
+    if not isinstance(col_type, DataType) or col_type not in _NUMERIC:
         return None
     names = schema.input_names()
     if list(getattr(estimator, "feature_names_in_", ())) != names:
