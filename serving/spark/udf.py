@@ -31,6 +31,7 @@ from modelfmt.open import OpenedModel, open_model
 from modelfmt.serving.spark.types import resolve_result_type, to_pandas_result
 from modelfmt.serving.spark.workers import check_worker_python
 from modelfmt.signature import Schema, TensorSpec
+from modelfmt.types import DataType
 
 _log = logging.getLogger(__name__)
 
@@ -119,12 +120,14 @@ class ModelUDF:
                     "call the UDF with columns: the model's signature names no input columns to use by default"
                 )
             cols = tuple(names)
-        if all(isinstance(c, str) for c in cols) and names and set(cols) <= set(names):
+        by_name = all(isinstance(c, str) for c in cols) and bool(names) and set(cols) <= set(names)
+        if by_name:
             arg_names: list = list(cols)
         else:
             # Positional, as in MLflow; a single struct column keeps its own field names instead.
             arg_names = names[: len(cols)] if names else list(range(len(cols)))
-        return _make_udf(self._job, arg_names, self.returnType)(*cols)
+        arrow = by_name and _arrow_path(schema, self.returnType)
+        return _make_udf(self._job, arg_names, self.returnType, arrow)(*cols)
 
     def on(self, df: Any) -> Any:
         """``udf()`` for the DataFrame ``df``: its columns named by the signature's inputs.
@@ -154,13 +157,49 @@ class ModelUDF:
         return self(*[n for n in schema.input_names() if fold(n) in have])
 
 
-def _make_udf(job: _Job, names: list, result_type: Any) -> Any:
-    """The iterator-of-batches pandas UDF for one call's column names."""
+def _arrow_path(schema: Schema | None, result_type: Any) -> bool:
+    """Whether the UDF can take and give Arrow arrays (``arrow_udf``, PySpark 4.1+) instead of pandas.
+
+    Spark's conversion of each batch to pandas Series and of the result back is most of a UDF's own time
+    for a fast model. Taken for columns named by the signature, all of scalar types whose pandas form
+    Arrow gives as Spark does (numbers, booleans, strings, binary: no timestamps, whose time zone Spark
+    adjusts), and a scalar result type that is not a timestamp; anything else keeps the pandas UDF.
+    """
+    from pyspark.sql import types as T
+
+    try:
+        from pyspark.sql.functions import arrow_udf  # noqa: F401
+    except ImportError:
+        return False
+    if schema is None or schema.is_tensor_spec() or not schema.has_input_names():
+        return False
+    scalars = {DataType.boolean, DataType.integer, DataType.long, DataType.float, DataType.double,
+               DataType.string, DataType.binary}
+    if not all(getattr(spec, "type", None) in scalars for spec in schema.inputs):
+        return False
+    simple = (T.BooleanType, T.ByteType, T.ShortType, T.IntegerType, T.LongType, T.FloatType, T.DoubleType,
+              T.StringType, T.BinaryType)
+    return isinstance(result_type, simple)
+
+
+def _make_udf(job: _Job, names: list, result_type: Any, arrow: bool = False) -> Any:
+    """The iterator-of-batches UDF for one call's column names: Arrow arrays in and out when ``arrow``,
+    else pandas Series."""
     from typing import Tuple, Union  # noqa: UP035 - pyspark infers the UDF kind from typing's forms
 
     import pandas as pd
     from pyspark.sql.functions import pandas_udf
     from pyspark.sql.types import StructType
+
+    if arrow:
+        import pyarrow as pa
+        from pyspark.sql.functions import arrow_udf
+
+        def score_arrow(batches):
+            return _score_arrow_batches(job, names, batches)
+
+        score_arrow.__annotations__ = {"batches": Iterator[Tuple[pa.Array, ...]], "return": Iterator[pa.Array]}  # noqa: UP006
+        return arrow_udf(score_arrow, returnType=result_type)
 
     def score(batches):
         return _score_batches(job, names, batches)
@@ -257,6 +296,46 @@ def _score_batches(job: _Job, names: list, batches: Iterable[Any]) -> Iterator[A
         except ModelfmtError as e:
             raise _in_context(e, job.path) from None
         yield to_pandas_result(preds, rtype, n, job.path)
+
+
+def _score_arrow_batches(job: _Job, names: list, batches: Iterable[Any]) -> Iterator[Any]:
+    """The body of the Arrow UDF: the columns as one frame (one 2-D block when they share a dtype), the
+    predictions as an Arrow array of the result type."""
+    import pandas as pd
+    import pyarrow as pa
+    from pyspark.sql.pandas.types import to_arrow_type
+    from pyspark.sql.types import _parse_datatype_json_string
+
+    model = _worker_model(job)
+    rtype = _parse_datatype_json_string(job.result_type_json)
+    atype = to_arrow_type(rtype)
+    columns = pd.Index(names)  # once per task: pandas 3 builds an Index of strings slowly (Arrow-backed)
+    for batch in batches:
+        args = batch if isinstance(batch, tuple) else (batch,)
+        n = len(args[0])
+        if n == 0:
+            continue
+        data = _frame_of_arrays(args, columns)
+        try:
+            preds = model.predict(data, params=job.params)
+        except ModelfmtError as e:
+            raise _in_context(e, job.path) from None
+        yield pa.Array.from_pandas(to_pandas_result(preds, rtype, n, job.path), type=atype)
+
+
+def _frame_of_arrays(arrays: tuple, names: Any) -> Any:
+    """A DataFrame of Arrow arrays as Spark's pandas conversion gives it (ints with nulls as float64 with
+    NaN, booleans with nulls and strings as objects), in writable numpy memory: a model may write to it."""
+    import numpy as np
+    import pandas as pd
+
+    cols = [a.to_numpy(zero_copy_only=False) for a in arrays]
+    if len({c.dtype for c in cols}) == 1 and cols[0].dtype.kind in "biuf":
+        # One copy into one block laid out as pandas lays out a frame of columns (a row per column): no
+        # consolidation, and the model sees the memory order the pandas path gives it, so the same sums.
+        return pd.DataFrame(np.vstack(cols).T, columns=names, copy=False)
+    return pd.DataFrame({n: c if c.flags.writeable else c.copy() for n, c in zip(names, cols, strict=False)},
+                        copy=False)
 
 
 def _in_context(e: ModelfmtError, path: str) -> ModelfmtError:
