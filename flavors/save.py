@@ -47,6 +47,7 @@ from modelfmt.environment import resolve_requirements, write_environment
 from modelfmt.errors import ModelFormatError
 from modelfmt.example import save_input_example, split_input_example
 from modelfmt.infer import infer_signature
+from modelfmt.integrity import record_digests
 from modelfmt.io import atomic_model_dir, dir_size
 from modelfmt.model import PYFUNC_FLAVOR, Model
 from modelfmt.signature import ModelSignature
@@ -99,6 +100,8 @@ def finish_model(
     adds the ``python_function`` block naming ``loader_module`` (the flavor's module, or the MLflow name
     it declares in ``MLFLOW_LOADER_MODULES``) plus ``pyfunc_conf``. With an input example and no
     ``signature``, the signature is inferred from the example and ``predict(example)``, as MLflow does.
+    It ends by recording the digests of every file in ``path`` (``model.digests.json``), so a flavor
+    writes nothing into ``path`` after it.
     """
     code = copy_code_paths(path, code_paths)
     for block in model.flavors.values():
@@ -122,6 +125,8 @@ def finish_model(
     model.flavors = {PYFUNC_FLAVOR: conf, **{k: v for k, v in model.flavors.items() if k != PYFUNC_FLAVOR}}
     model.model_size_bytes = dir_size(path)
     model.save(path)
+    # Last: the digests of every file written above (modelfmt.integrity), checked whenever it opens.
+    record_digests(path)
     return model
 
 

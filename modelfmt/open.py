@@ -1,8 +1,11 @@
 """One way in to a model: resolve a location, read and check ``MLmodel`` once, hand back the result.
 
 Every flavor loader and every deploy target starts from :func:`open_model`. Nothing here imports or
-unpickles anything from the model directory: :class:`OpenedModel` is a checked description of it.
-The flavor that loads it puts ``code/`` on ``sys.path`` afterwards (:meth:`OpenedModel.add_code_to_sys_path`).
+unpickles anything from the model directory: :class:`OpenedModel` is a checked description of it. The
+checks, in order: the paths ``MLmodel`` names stay inside the directory; every file matches the digests
+recorded at save (:mod:`modelfmt.integrity`); the signature, when the caller requires one
+(:mod:`modelfmt.signing`). The flavor that loads it puts ``code/`` on ``sys.path`` afterwards
+(:meth:`OpenedModel.add_code_to_sys_path`), imported without writing bytecode into the model.
 
 Locations go through a small resolver registry keyed by URI scheme (:func:`register_resolver`): plain
 paths and ``file:`` URIs are built in; ``models:/``, ``runs:/`` and the others are added by the modules
@@ -14,11 +17,12 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
-import sys
 from collections.abc import Callable, Iterator
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
+from modelfmt import integrity, signing
+from modelfmt.codepath import add_code_dir
 from modelfmt.errors import INVALID_PARAMETER_VALUE, FlavorError, ModelfmtError, ModelFormatError, ModelNotFoundError
 from modelfmt.model import PYFUNC_FLAVOR, Model
 
@@ -44,13 +48,17 @@ class OpenedModel:
     """A resolved, checked model directory: its absolute ``path`` and its ``MLmodel`` (``model``).
 
     ``options`` are the opening options the caller gave (:data:`OPEN_OPTIONS`), passed on to the
-    flavor that loads it; ``source`` is the location as the caller wrote it.
+    flavor that loads it; ``source`` is the location as the caller wrote it. ``verified``: its files
+    were checked against the digests recorded at save, and matched. ``signed_by``: the fingerprint of the
+    key whose signature was verified, when the caller required one (else ``None``).
     """
 
     path: str
     model: Model
     source: str
     options: dict[str, Any] = dataclasses.field(default_factory=dict)
+    verified: bool = False
+    signed_by: str | None = None
 
     def flavor_conf(self, name: str) -> dict:
         """The ``MLmodel`` block of flavor ``name`` (a :class:`ModelFormatError` when absent)."""
@@ -63,8 +71,8 @@ class OpenedModel:
         if not code:
             return
         code_dir = os.path.join(self.path, code)
-        if os.path.isdir(code_dir) and code_dir not in sys.path:
-            sys.path.insert(0, code_dir)
+        if os.path.isdir(code_dir):
+            add_code_dir(code_dir)  # no __pycache__ written into (or read from) the model
 
 
 # -- resolvers ----------------------------------------------------------------------------------
@@ -244,18 +252,20 @@ def _check_tree(field: str, value: str, top: str, path: str, root: str) -> None:
 
 # -- open ---------------------------------------------------------------------------------------
 def open_model(location: str | os.PathLike | OpenedModel, **options: Any) -> OpenedModel:
-    """Resolve ``location`` (a path, a ``file:`` URI or a registered scheme), read ``MLmodel`` and check
-    the paths it names; nothing from the model is imported or unpickled.
+    """Resolve ``location`` (a path, a ``file:`` URI or a registered scheme), read ``MLmodel``, check the
+    paths it names, the recorded digests and (when required) the signature; nothing from the model is
+    imported or unpickled.
 
-    ``options`` are opening options (:data:`OPEN_OPTIONS`: ``trusted_types`` for skops models); an
-    unknown one is a :class:`FlavorError`. An :class:`OpenedModel` is returned as it is (with
-    ``options`` added to its own, when given).
+    ``options`` are opening options (:data:`OPEN_OPTIONS`); an unknown one is a :class:`FlavorError`.
+    ``verify=False`` skips the digest check. Files that differ from their digests are an
+    :class:`~modelfmt.errors.IntegrityError` naming them; a model without digests (saved by MLflow or an
+    older modelfmt) opens with one logged warning per process. An :class:`OpenedModel` is returned as it
+    is (with ``options`` added to its own, when given), not checked again, except for what the new
+    options ask beyond the first opening (``verify=True``, a public key or certificate).
     """
     check_open_options(options)
     if isinstance(location, OpenedModel):
-        if not options:
-            return location
-        return dataclasses.replace(location, options={**location.options, **options})
+        return _reopen(location, options)
     source = os.fspath(location)
     source = source if isinstance(source, str) else os.fsdecode(source)
     path = resolve(source)
@@ -263,4 +273,22 @@ def open_model(location: str | os.PathLike | OpenedModel, **options: Any) -> Ope
         raise ModelNotFoundError(f"no model directory at {source!r} (a directory holding an MLmodel file)")
     model = Model.load(path)
     check_paths(path, model)
-    return OpenedModel(path=path, model=model, source=source, options=dict(options))
+    opened = OpenedModel(path=path, model=model, source=source, options=dict(options))
+    if options.get("verify", True):
+        opened.verified = integrity.check_digests(path)
+    opened.signed_by = signing.check_required_signature(path, opened.options)
+    if options.get("verify", True) and not opened.verified and opened.signed_by is None:
+        integrity.warn_unchecked(path)  # a signature, when one was required, covers the files instead
+    return opened
+
+
+def _reopen(opened: OpenedModel, options: dict[str, Any]) -> OpenedModel:
+    if not options:
+        return opened
+    again = dataclasses.replace(opened, options={**opened.options, **options})
+    if options.get("verify") is True and not opened.verified:
+        again.verified = integrity.check_digests(again.path)
+    keys = ("public_key", "certificate")
+    if any(options.get(k) and options.get(k) != opened.options.get(k) for k in keys):
+        again.signed_by = signing.check_required_signature(again.path, again.options)
+    return again

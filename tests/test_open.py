@@ -13,9 +13,10 @@ import pytest
 import yaml
 
 import modelfmt
-from modelfmt.errors import FlavorError, ModelFormatError, ModelNotFoundError
+from modelfmt.errors import FlavorError, IntegrityError, ModelFormatError, ModelNotFoundError
 from modelfmt.flavors import pyfunc
 from modelfmt.flavors import sklearn as sk_flavor
+from modelfmt.integrity import record_digests
 from modelfmt.model import Model
 from modelfmt.open import OPEN_OPTIONS, OpenedModel, open_model, register_resolver
 
@@ -266,13 +267,18 @@ def test_symlink_out_inside_a_named_directory_is_refused(custom_model, tmp_path)
 
 
 def test_symlinked_model_directory_and_inner_symlinks_are_fine(sk_model, tmp_path, diabetes):
-    os.rename(os.path.join(sk_model, "model.pkl"), os.path.join(sk_model, "real.pkl"))
-    os.symlink("real.pkl", os.path.join(sk_model, "model.pkl"))
     link = tmp_path / "current"
     os.symlink(sk_model, link)
     X = diabetes[0].head(3)
-    assert open_model(str(link)).path == str(link)
-    np.testing.assert_allclose(modelfmt.load_model(str(link)).predict(X), sk_flavor.load_model(sk_model).predict(X))
+    expected = sk_flavor.load_model(sk_model).predict(X)
+    opened = open_model(str(link))
+    assert opened.path == str(link) and opened.verified  # the digests are checked through the link
+    # An inner symlink passes the path checks; the digests record regular files, so for them it is a change.
+    os.rename(os.path.join(sk_model, "model.pkl"), os.path.join(sk_model, "real.pkl"))
+    os.symlink("real.pkl", os.path.join(sk_model, "model.pkl"))
+    with pytest.raises(IntegrityError, match=r"changed: model\.pkl; unexpected: real\.pkl\."):
+        open_model(str(link))
+    np.testing.assert_allclose(modelfmt.load_model(str(link), verify=False).predict(X), expected)
 
 
 def test_saved_models_pass_the_checks(sk_model, custom_model):
@@ -327,6 +333,7 @@ def test_opening_imports_and_unpickles_nothing(tmp_path):
     # A python_model.pkl naming the class in code/ by reference: unpickling it imports that module.
     with open(os.path.join(path, "python_model.pkl"), "wb") as f:
         f.write(b"\x80\x04\x8c\x0eboom_on_import\x8c\x01M\x93)\x81.")
+    record_digests(path)  # the edit above, as intended
     before = list(sys.path)
     opened = open_model(path)
     assert "boom_on_import" not in sys.modules and sys.path == before
