@@ -26,6 +26,7 @@ LAZY_COMMANDS = {
     "predict": "modelfmt.cli.predict:predict",
     "verify": "modelfmt.cli.info:verify",
     "seal": "modelfmt.cli.seal:seal",
+    "sign": "modelfmt.cli.sign:sign",
     "serve": "modelfmt.cli.serve:serve",
     "convert": "modelfmt.cli.convert:convert",
     "generate-dockerfile": "modelfmt.cli.docker:generate_dockerfile_command",
