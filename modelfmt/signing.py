@@ -29,12 +29,10 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from modelfmt.errors import ModelNotFoundError, SignatureError
-from modelfmt.io import _umask
+from modelfmt.integrity import DIGEST_FILE, SIGNATURE_FILE, check_digests
+from modelfmt.io import write_file_atomic
 
-SIGNATURE_FILE = "model.sig"
 PUBLIC_KEY_ENV = "MODELFMT_PUBLIC_KEY"
-# The digest file helper A writes (modelfmt.integrity); named here until integrity exports it.
-DIGEST_FILE = "modelfmt.digests.json"
 INSTALL_HINT = "install modelfmt's sign extra: pip install 'modelfmt[sign]'"
 _SUPPORTED_CURVES = {"secp256r1": "P-256", "secp384r1": "P-384", "secp521r1": "P-521"}
 _ENV_SPLIT = re.compile("[" + re.escape(os.pathsep) + ",]")
@@ -174,7 +172,8 @@ def sign_model(
     """Sign the model directory ``path`` with the EC private key in ``private_key`` (PEM) and write the
     bundle to ``signature`` (default ``<path>/model.sig``), atomically. With ``certificate_chain`` (PEM
     files; the certificate of ``private_key``'s public key among them, the others its chain) the bundle
-    carries the certificates, as ``model_signing sign certificate`` writes it.
+    carries the certificates, as ``model_signing sign certificate`` writes it. A model whose files differ
+    from its recorded digests is refused (an :class:`~modelfmt.errors.IntegrityError`).
 
     Returns ``(signature path, the signing key's fingerprint)``.
     """
@@ -195,6 +194,9 @@ def sign_model(
         why = "it is encrypted: give its password (MODELFMT_KEY_PASSWORD)" if encrypted else str(e)
         raise SignatureError(f"cannot read the private key {key_file!r}: {why}") from e
     _check_curve(key.public_key(), repr(key_file))
+    # Sign only what was saved: files that differ from their recorded digests are refused (an intended
+    # edit is sealed first, `modelfmt seal`). A model without digests is signed as it is.
+    check_digests(model)
     config = model_signing.signing.Config()
     with tempfile.TemporaryDirectory(prefix="modelfmt-sign-") as tmp:
         chain = [os.fspath(c) for c in certificate_chain]
@@ -210,7 +212,7 @@ def sign_model(
         except ValueError as e:  # a symlink, a special file: the library says which
             raise SignatureError(f"cannot sign {model!r}: {e}") from e
         with open(staged, "rb") as f:
-            _write_atomic(target, f.read())
+            write_file_atomic(target, f.read())
     return target, key_fingerprint(key.public_key())
 
 
@@ -239,21 +241,6 @@ def _split_chain(public_key: Any, files: Sequence[str], tmp: str) -> tuple[str, 
         with open(paths[-1], "wb") as f:
             f.write(b"".join(c.public_bytes(serialization.Encoding.PEM) for c in group))
     return paths[0], [paths[1]] if rest else []
-
-
-def _write_atomic(target: str, data: bytes) -> None:
-    """``data`` into ``target`` by a rename, with the mode a new file gets under the umask."""
-    folder = os.path.dirname(target) or "."
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".model.sig.")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
 
 
 # -- reading a bundle ---------------------------------------------------------------------------
