@@ -87,7 +87,7 @@ def _score(pm: Any, data: Any, params: dict | None, start: int) -> Any:
         raise type(error)(f"input row {start + row + 1}: {error.message}", error.error_code) from None
 
 
-def _first_bad_row(pm: Any, data: Any, params: dict | None) -> tuple[int, Exception] | None:
+def _first_bad_row(pm: Any, data: Any, params: dict | None) -> tuple[int, SchemaError | PredictionError] | None:
     """The index of the first row of ``data`` that fails alone, and its error (found by halving: ~17 model
     calls for a chunk of 64k rows), or ``None`` when the input cannot be cut into rows."""
     from modelfmt.serving.runtime import row_count

@@ -199,7 +199,7 @@ def _make_udf(job: _Job, names: list, result_type: Any, arrow: bool = False) -> 
             return _score_arrow_batches(job, names, batches)
 
         score_arrow.__annotations__ = {"batches": Iterator[Tuple[pa.Array, ...]], "return": Iterator[pa.Array]}  # noqa: UP006
-        return arrow_udf(score_arrow, returnType=result_type)
+        return arrow_udf(score_arrow, returnType=result_type)  # type: ignore[call-overload]
 
     def score(batches):
         return _score_batches(job, names, batches)
