@@ -207,9 +207,16 @@ def _batcher(model: PyFuncModel, config: BatchConfig, call: Any) -> Batcher | No
             python_model = model.unwrap_python_model()
         except (ModelfmtError, AttributeError):  # a model in its own environment: a proxy of it
             python_model = None
-    if not batchable(flavor, python_model):
+    if not batchable(flavor, python_model) or _fixed_first_dimension(model.metadata.get_input_schema()):
         return None
     return Batcher(call, config, metrics.get().observe_batch)
+
+
+def _fixed_first_dimension(schema: Any) -> bool:
+    """Whether a tensor signature fixes the rows dimension (``[1, 4]``): merged input would never fit it."""
+    if schema is None or not schema.is_tensor_spec():
+        return False
+    return any(not spec.shape or spec.shape[0] != -1 for spec in schema.inputs)
 
 
 def model_failure(error: Exception) -> PredictionError:

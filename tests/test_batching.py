@@ -497,3 +497,25 @@ def test_a_timed_out_batch_answers_every_request_it_holds(tmp_path, monkeypatch)
             time.sleep(0.2)
         status, doc, want = ask(base, 7.0)
         assert status == 200 and doc["predictions"] == want
+
+
+def test_a_tensor_signature_with_a_fixed_rows_dimension_is_not_batched(tmp_path):
+    from modelfmt.flavors import pyfunc
+    from modelfmt.serving.runtime import _fixed_first_dimension
+    from modelfmt.signature import ModelSignature, Schema, TensorSpec
+
+    assert _fixed_first_dimension(Schema([TensorSpec("float32", (1, 4), "x")]))
+    assert not _fixed_first_dimension(Schema([TensorSpec("float32", (-1, 4), "x")]))
+    assert not _fixed_first_dimension(None)
+
+    class Tensors(PythonModel):
+        batchable = True
+
+        def predict(self, context, model_input, params=None):
+            return model_input
+
+    for shape, batched in (((-1, 4), True), ((1, 4), False)):
+        path = str(tmp_path / f"t{shape[0]}")
+        signature = ModelSignature(Schema([TensorSpec("float32", shape)]))
+        pyfunc.save_model(path, python_model=Tensors(), signature=signature)
+        assert (Runtime.load(path).batcher is not None) is batched
