@@ -7,7 +7,7 @@ MLFLOW_VENV ?= bench/.venv-mlflow
 MLFLOW_VERSION ?= 3.18.0
 MLFLOW_BASE_VERSION ?= 3.17.2
 
-.PHONY: demo test lint install install-test java mlflow-venv bench-venvs docker-setup bench clean
+.PHONY: demo test lint install install-test java mlflow-venv signing-venv bench-venvs docker-setup bench clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -51,6 +51,18 @@ $(MLSERVER_VENV)/.installed:
 
 bench-venvs: mlflow-venv $(MLSERVER_VENV)/.installed
 
+# The model_signing command in its own venv (no modelfmt in it), for the signature interop tests;
+# rebuilt from scratch when its pins change.
+SIGNING_VENV ?= bench/.venv-model-signing
+SIGNING_PINS := tests/requirements-model-signing.txt
+$(SIGNING_VENV)/.installed: $(SIGNING_PINS)
+	rm -rf $(SIGNING_VENV)
+	$(PYTHON) -m venv $(SIGNING_VENV)
+	$(SIGNING_VENV)/bin/python -m pip --disable-pip-version-check -q install -r $(SIGNING_PINS)
+	touch $@
+
+signing-venv: $(SIGNING_VENV)/.installed
+
 demo: install
 	$(PY) examples/demo.py
 
@@ -68,7 +80,7 @@ lint: install-test
 	ln -s $(abspath serving) $(TYPECHECK)/modelfmt/serving
 	cd $(TYPECHECK) && $(abspath $(VENV))/bin/mypy --config-file $(abspath pyproject.toml) -p modelfmt
 
-test: lint install-test java mlflow-venv docker-setup
+test: lint install-test java mlflow-venv signing-venv docker-setup
 	MODELFMT_MLFLOW_PYTHON=$(abspath $(MLFLOW_VENV))/bin/python $(PY) -P -m pytest -q -p no:cacheprovider tests
 
 clean:
