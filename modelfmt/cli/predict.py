@@ -165,11 +165,13 @@ def predict(model: str, input_path: str, output_path: str, in_format: str | None
             chunk_rows: int) -> None:
     """Score INPUT with MODEL and write the predictions to OUTPUT."""
     from modelfmt.cli import opening_options
+    from modelfmt.cli._reexec import run_in_model_environment
     from modelfmt.flavors.pyfunc import load_model
     from modelfmt.open import open_model
 
     fmt_out = format_for(output_path, out_format)
     opened = open_model(model, **opening_options())
+    run_in_model_environment(opened)  # --env-manager uv: the rest runs in the model's environment
     with _open_input(input_path) as stream:  # before loading the model: a wrong input path fails fast
         head = stream.read(4096) if input_path == "-" or not in_format else None
         stream.seek(0)
