@@ -219,7 +219,7 @@ class Batcher:
             self._run(batch[:half])
             self._run(batch[half:])
             return
-        parts = split(out, [i.rows for i in batch])
+        parts = split(out, [i.rows for i in batch], merged)
         if parts is None:
             _log.debug("batching: the model answered %s rows for %d; scoring one by one", row_count(out), len(batch))
             for item in batch:
@@ -283,14 +283,19 @@ def merge(inputs: Sequence[Any]) -> Any:
 
     first = inputs[0]
     if type(first) is pd.DataFrame:
-        return pd.concat(inputs, ignore_index=True)
+        # Each request's own index is kept: a model answering with its input's index gives it back.
+        return pd.concat(inputs)
     if type(first) is np.ndarray:
         return np.concatenate(inputs)
     return {k: np.concatenate([d[k] for d in inputs]) for k in first}
 
 
-def split(output: Any, rows: Sequence[int]) -> list[Any] | None:
-    """``output`` cut into consecutive parts of ``rows`` rows; ``None`` when it is not one row per input row."""
+def split(output: Any, rows: Sequence[int], merged: Any = None) -> list[Any] | None:
+    """``output`` cut into consecutive parts of ``rows`` rows; ``None`` when it is not one row per input row.
+
+    A frame or series part keeps its index when ``output`` has the ``merged`` input's index (each part
+    is then its request's own); otherwise it is renumbered from 0, as a model's fresh index would be.
+    """
     import numpy as np
     import pandas as pd
 
@@ -300,6 +305,9 @@ def split(output: Any, rows: Sequence[int]) -> list[Any] | None:
     if isinstance(output, (pd.DataFrame, pd.Series)):
         if len(output) != total:
             return None
+        own = getattr(merged, "index", None)
+        if own is not None and output.index.equals(own):
+            return [output.iloc[a:b] for a, b in spans]
         return [output.iloc[a:b].reset_index(drop=True) for a, b in spans]
     if isinstance(output, np.ndarray):
         if output.ndim == 0 or output.shape[0] != total:
@@ -308,7 +316,7 @@ def split(output: Any, rows: Sequence[int]) -> list[Any] | None:
     if isinstance(output, list):
         return [output[a:b] for a, b in spans] if len(output) == total else None
     if isinstance(output, dict) and output:
-        columns = {k: split(v, rows) for k, v in output.items()}
+        columns = {k: split(v, rows, merged) for k, v in output.items()}
         if any(v is None for v in columns.values()):
             return None
         return [{k: v[n] for k, v in columns.items()} for n in range(len(rows))]  # type: ignore[index]

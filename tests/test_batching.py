@@ -275,6 +275,11 @@ def test_merge_and_split_by_kind():
     assert [p.tolist() for p in split(np.arange(5), [1, 4])] == [[0], [1, 2, 3, 4]]
     assert split({"k": np.arange(3), "v": [7, 8, 9]}, [1, 2])[1]["v"] == [8, 9]
     assert split(np.arange(4), [1, 4]) is None and split(3.5, [1]) is None
+    # A frame answered with its input's index: each part keeps its request's own index.
+    requests = [frame(0.0, 2).set_axis([7, 8]), frame(5.0, 1)]
+    merged = merge(requests)
+    parts = split(merged[["a"]] * 2, [2, 1], merged)
+    assert [list(p.index) for p in parts] == [[7, 8], [0]] and parts[1]["a"].tolist() == [10.0]
 
 
 def test_batchable_flavors_and_the_python_model_opt_in():
@@ -519,3 +524,37 @@ def test_a_tensor_signature_with_a_fixed_rows_dimension_is_not_batched(tmp_path)
         signature = ModelSignature(Schema([TensorSpec("float32", shape)]))
         pyfunc.save_model(path, python_model=Tensors(), signature=signature)
         assert (Runtime.load(path).batcher is not None) is batched
+
+
+@pytest.mark.parametrize("signature", ["tensor", "columns"])
+def test_onnx_answers_merged_and_split_are_each_requests_own(signature, elasticnet, diabetes, tmp_path):
+    """The onnx flavor batches by default: its answer to merged requests (an array, or a frame of the
+    graph's outputs), split back, is each request's answer scored alone."""
+    from skl2onnx import convert_sklearn
+    from skl2onnx.common.data_types import FloatTensorType
+
+    from modelfmt.flavors.onnx import flavor as onnx_flavor
+
+    proto = convert_sklearn(elasticnet, initial_types=[("input", FloatTensorType([None, 10]))])
+    path = str(tmp_path / "en")
+    X = diabetes[0]
+    onnx_flavor.save_model(proto, path, input_example=X.head(3) if signature == "columns" else None)
+    runtime = Runtime.load(path)
+    assert runtime.batcher is not None
+    inputs = [X.iloc[n : n + 1 + n % 3] for n in range(0, 40, 5)]
+    if signature == "tensor":
+        inputs = [df.to_numpy(dtype="float32") for df in inputs]
+    prepared = [runtime.prepare_input(data) for data in inputs]
+    alone = [runtime._call(p.data, None) for p in prepared]
+    merged = merge([p.data for p in prepared])
+    parts = split(runtime._call(merged, None), [p.rows for p in prepared], merged)
+    assert parts is not None
+    for part, want in zip(parts, alone, strict=True):
+        if isinstance(want, pd.DataFrame):
+            pd.testing.assert_frame_equal(part, want)
+        elif isinstance(want, dict):
+            assert part.keys() == want.keys()
+            for k in want:
+                np.testing.assert_array_equal(part[k], want[k])
+        else:
+            np.testing.assert_array_equal(part, want)
