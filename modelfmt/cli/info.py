@@ -1,4 +1,4 @@
-"""``modelfmt info`` and ``modelfmt verify``: look inside a model directory."""
+"""``modelfmt info`` and ``modelfmt verify``: look inside a model directory, check it is as saved."""
 
 from __future__ import annotations
 
@@ -8,6 +8,10 @@ from typing import Any
 import click
 
 from modelfmt.open import OpenedModel, open_model
+
+# `modelfmt verify`'s exit status when the model's files are not as saved (or not signed as required);
+# 2 stays "does not load or score", as every command's bad input.
+NOT_AS_SAVED = 1
 
 
 def _human_size(n: int | None) -> str:
@@ -79,25 +83,85 @@ def describe(opened: OpenedModel) -> str:
     if m.metadata:
         out.append("metadata:")
         out.extend(f"  {k}: {v}" for k, v in m.metadata.items())
+    out.extend(trust_lines(opened))
     return "\n".join(out)
+
+
+def trust_lines(opened: OpenedModel) -> list[str]:
+    """What loading can run, whether the files match their digests, and who signed the model."""
+    from modelfmt.trust import load_risks
+
+    risks = load_risks(opened)
+    if risks:
+        lines = ["runs code:  yes, loading it can run arbitrary code from the model:"]
+        lines.extend(f"  {r}" for r in risks)
+    else:
+        lines = ["runs code:  no (no pickle, code/ or custom class is loaded)"]
+    return [*lines, f"checksums:  {_checksum_state(opened.path)}", f"signature:  {_signature_state(opened.path)}"]
+
+
+def _checksum_state(path: str) -> str:
+    from modelfmt.errors import IntegrityError
+    from modelfmt.integrity import DIGEST_FILE, DigestMismatchError, check_digests, describe_differences, read_digests
+
+    try:
+        if not check_digests(path):
+            return f"none ({DIGEST_FILE} missing: saved by MLflow or modelfmt 0.1/0.2); `modelfmt seal` records them"
+    except DigestMismatchError as e:
+        return "DO NOT MATCH, " + describe_differences(e.changed, e.missing, e.unexpected)
+    except IntegrityError as e:
+        return f"unreadable: {e.message}"
+    doc = read_digests(path) or {"resources": []}
+    return f"yes, all {len(doc['resources'])} files as recorded at save (sha256)"
+
+
+def _signature_state(path: str) -> str:
+    from modelfmt.signing import signature_state
+
+    state = signature_state(path)  # read from model.sig, not verified
+    if not state.get("signed"):
+        return "not signed"
+    if state.get("error"):
+        return f"model.sig does not read: {state['error']}"
+    by = f"{state.get('kind', 'key')} {state['fingerprint']}" if state.get("fingerprint") else state.get("kind", "")
+    subject = f" ({state['subject']})" if state.get("subject") else ""
+    return f"signed by {by}{subject}; not verified here: `modelfmt verify MODEL --public-key PEM` checks it"
 
 
 @click.command("info")
 @click.argument("model", type=click.Path())
 def info(model: str) -> None:
-    """Show a model's flavors, signature, input example, requirements and size."""
-    click.echo(describe(open_model(model)))
+    """Show a model's flavors, signature, input example, requirements, size, and whether loading it can
+    run code, its files match their digests and it is signed."""
+    # verify=False: a model whose files changed is described (checksums: DO NOT MATCH), not refused.
+    click.echo(describe(open_model(model, verify=False)))
 
 
 @click.command("verify")
 @click.argument("model", type=click.Path())
 def verify(model: str) -> None:
-    """Load a model and score its input example; exit 2 when either fails."""
-    from modelfmt.cli import opening_options
+    """Check a model's files against the digests recorded at save (and its signature, with
+    --public-key), then load it and score its input example. Exit 1 when its files are not as saved,
+    2 when it does not load or score."""
+    from modelfmt.cli import fail, opening_options
+    from modelfmt.errors import IntegrityError, SignatureError
     from modelfmt.example import load_input_example
     from modelfmt.flavors.pyfunc import load_model
+    from modelfmt.integrity import DIGEST_FILE, read_digests
 
-    opened = open_model(model, **opening_options())
+    options = opening_options()
+    try:
+        opened = open_model(model, **options)
+    except (IntegrityError, SignatureError) as e:
+        fail(e, NOT_AS_SAVED)
+    if opened.verified:
+        click.echo(f"digests: all {len((read_digests(opened.path) or {'resources': []})['resources'])} files as saved")
+    elif options.get("verify") is False:
+        click.echo("digests: not checked (--no-verify)")
+    else:
+        click.echo(f"digests: none recorded (no {DIGEST_FILE}); `modelfmt seal {model}` records them")
+    if opened.signed_by:
+        click.echo(f"signature: verified, key {opened.signed_by}")
     pm = load_model(opened)
     example = load_input_example(opened.path, opened.model)
     if example is None:
