@@ -72,8 +72,22 @@ def spark_udf(
             "Applying modelfmt.flavors.spark.load_model(path).transform(df) is much faster", path
         )
     check_worker_python(spark)
+    env_cache = _driver_environment(opened)
     archive = _ship(spark, path, meta)
-    return ModelUDF(_Job(archive, path, rtype.json(), checked, _worker_options(opened)), rtype, meta)
+    return ModelUDF(_Job(archive, path, rtype.json(), checked, _worker_options(opened), env_cache), rtype, meta)
+
+
+def _driver_environment(opened: OpenedModel) -> str | None:
+    """``env_manager`` uv|virtualenv: the model's environment built here, before any task starts (the
+    tasks then only reuse it); returns the cache directory the workers must look in."""
+    manager = opened.options.get("env_manager") or "local"
+    if manager == "local":
+        return None
+    from modelfmt.envs import ensure_environment
+    from modelfmt.envs.cache import cache_root
+
+    ensure_environment(opened, manager)
+    return cache_root()
 
 
 def _worker_options(opened: OpenedModel) -> dict:
@@ -96,6 +110,7 @@ class _Job(NamedTuple):
     result_type_json: str
     params: dict | None
     options: dict
+    env_cache: str | None = None  # env_manager uv|virtualenv: the driver's environment cache
 
     @property
     def key(self) -> str:
@@ -259,6 +274,10 @@ def _worker_model(job: _Job) -> Any:
         return model
     from modelfmt.flavors.pyfunc import load_model
 
+    if job.env_cache:  # the worker may not see the driver's MODELFMT_ENV_CACHE
+        from modelfmt.envs.cache import CACHE_ENV
+
+        os.environ[CACHE_ENV] = job.env_cache
     model = load_model(_worker_path(job), **job.options)
     _WORKER_MODELS[job.key] = model
     while len(_WORKER_MODELS) > _WORKER_CACHE_SIZE:
