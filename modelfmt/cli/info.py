@@ -88,7 +88,8 @@ def describe(opened: OpenedModel) -> str:
 
 
 def trust_lines(opened: OpenedModel) -> list[str]:
-    """What loading can run, whether the files match their digests, and who signed the model."""
+    """What loading can run, whether the files match their digests, and who signed the model (``signed:``;
+    ``signature`` is the input schema's label)."""
     from modelfmt.trust import load_risks
 
     risks = load_risks(opened)
@@ -97,7 +98,7 @@ def trust_lines(opened: OpenedModel) -> list[str]:
         lines.extend(f"  {r}" for r in risks)
     else:
         lines = ["runs code:  no (no pickle, code/ or custom class is loaded)"]
-    return [*lines, f"checksums:  {_checksum_state(opened.path)}", f"signature:  {_signature_state(opened.path)}"]
+    return [*lines, f"checksums:  {_checksum_state(opened.path)}", f"signed:     {_signature_state(opened.path)}"]
 
 
 def _checksum_state(path: str) -> str:
@@ -120,12 +121,12 @@ def _signature_state(path: str) -> str:
 
     state = signature_state(path)  # read from model.sig, not verified
     if not state.get("signed"):
-        return "not signed"
+        return "no (no model.sig)"
     if state.get("error"):
         return f"model.sig does not read: {state['error']}"
     by = f"{state.get('kind', 'key')} {state['fingerprint']}" if state.get("fingerprint") else state.get("kind", "")
     subject = f" ({state['subject']})" if state.get("subject") else ""
-    return f"signed by {by}{subject}; not verified here: `modelfmt verify MODEL --public-key PEM` checks it"
+    return f"yes, by {by}{subject}; not verified here: `modelfmt verify MODEL --public-key PEM` checks it"
 
 
 @click.command("info")
@@ -154,6 +155,8 @@ def verify(model: str) -> None:
         opened = open_model(model, **options)
     except (IntegrityError, SignatureError) as e:
         fail(e, NOT_AS_SAVED)
+    from modelfmt.cli._reexec import run_in_model_environment
+    run_in_model_environment(opened)  # --env-manager uv: the checks and the scoring run in the model's environment
     if opened.verified:
         click.echo(f"digests: all {len((read_digests(opened.path) or {'resources': []})['resources'])} files as saved")
     elif options.get("verify") is False:
