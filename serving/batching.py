@@ -28,6 +28,7 @@ rows scored independently: sklearn and onnx. A custom ``PythonModel`` opts in wi
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import threading
@@ -133,12 +134,16 @@ class Batcher:
                 self._cond.notify_all()  # a leader counting rows
         if alone:
             try:
-                if self._observe is not None:
-                    self._observe(rows, 1, 0.0)
+                self._count(rows, 1, 0.0)
                 return self._call(data, params)
             finally:
                 self._done()
         return self._await(item)
+
+    def _count(self, rows: int, requests: int, waited: float) -> None:
+        if self._observe is not None:
+            with contextlib.suppress(Exception):  # metrics never fail a request
+                self._observe(rows, requests, waited)
 
     def _done(self) -> None:
         with self._cond:
@@ -155,8 +160,7 @@ class Batcher:
         batch = self._collect(item)
         waited = time.monotonic() - item.arrived
         try:
-            if self._observe is not None:
-                self._observe(sum(i.rows for i in batch), len(batch), waited)
+            self._count(sum(i.rows for i in batch), len(batch), waited)
             self._run(batch)
         except BaseException as e:  # noqa: BLE001 - whatever ends the leader, its followers get an answer
             lost = InternalPredictionError(
@@ -182,12 +186,12 @@ class Batcher:
                     break
                 self._cond.wait(left)
             batch, rest, rows = [leader], [], leader.rows
-            key = merge_key(leader.data, leader.params)
+            key = _key(leader)
             for other in self._queue:
                 if other is leader:
                     continue
                 fits = key is not None and rows + other.rows <= self.max_rows
-                if fits and merge_key(other.data, other.params) == key:
+                if fits and _key(other) == key:
                     batch.append(other)
                     rows += other.rows
                 else:
@@ -236,6 +240,13 @@ class Batcher:
             item.event.set()
             return
         _answer(item, result)
+
+
+def _key(item: _Item) -> Any:
+    try:
+        return merge_key(item.data, item.params)
+    except Exception:  # noqa: BLE001 - input we cannot compare is scored alone (and never hangs the queue)
+        return None
 
 
 def _answer(item: _Item, result: Any) -> None:

@@ -558,3 +558,15 @@ def test_onnx_answers_merged_and_split_are_each_requests_own(signature, elasticn
                 np.testing.assert_array_equal(part[k], want[k])
         else:
             np.testing.assert_array_equal(part, want)
+
+
+def test_failing_metrics_never_fail_a_request(estimator):
+    def broken(rows, requests, waited):
+        raise RuntimeError("metrics directory gone")
+
+    scorer = Scorer(estimator)
+    batcher = Batcher(scorer, BatchConfig(max_rows=64, max_wait_ms=5000), broken)
+    np.testing.assert_array_equal(batcher.score(frame(1.0), None, 1), estimator.predict(frame(1.0)))
+    results = run_concurrently(batcher, scorer, [(frame(float(n)), None) for n in range(4)])
+    for n, got in enumerate(results):
+        np.testing.assert_array_equal(got, estimator.predict(frame(float(n))))
