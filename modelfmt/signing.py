@@ -91,6 +91,7 @@ def public_key_fingerprint(path: str | os.PathLike) -> str:
 
     source = os.fspath(path)
     data = _read_pem(source, "public key")
+    key: Any
     try:
         if b"-----BEGIN CERTIFICATE-----" in data:
             key = x509.load_pem_x509_certificate(data).public_key()
