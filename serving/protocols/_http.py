@@ -39,7 +39,10 @@ def read_body(environ: dict, limit: int) -> bytes:
         if n > limit:
             _discard(stream, n)
             raise PayloadTooLargeError(f"the body is {n} bytes, over the limit of {limit} bytes (--max-body-size)")
-        return _read(stream, n, environ)
+        body = _read(stream, n, environ)
+        if len(body) < n:  # the client stopped sending (or closed) before the length it declared
+            raise PayloadError(f"the body ended after {len(body)} of the {n} bytes its Content-Length declares")
+        return body
     # No declared length (chunked): read one byte past the limit to know it is over.
     pieces = _pieces(stream, limit + 1, environ)
     if sum(map(len, pieces)) > limit:
