@@ -103,7 +103,7 @@ def test_info_says_what_loading_runs_and_whether_the_files_match(model):
     at = lines.index("runs code:  yes, loading it can run arbitrary code from the model:")
     assert lines[at + 1].startswith("  unpickles model.pkl (cloudpickle)")
     assert f"checksums:  yes, all {_files(model)} files as recorded at save (sha256)" in lines
-    assert lines[-1] == "signature:  not signed"
+    assert lines[-1] == "signed:     no (no model.sig)"
     with open(os.path.join(model, "requirements.txt"), "a") as f:
         f.write("# edited\n")
     with open(os.path.join(model, "notes.txt"), "w") as f:
@@ -139,6 +139,6 @@ def test_info_names_the_signing_key(model, tmp_path):
     _, fingerprint = sign_model(model, str(key))
     out = run("info", model)
     assert out.returncode == 0, out.stderr
-    signature = [ln for ln in out.stdout.splitlines() if ln.startswith("signature:")]
-    assert signature == [f"signature:  signed by key {fingerprint}; not verified here: "
-                         "`modelfmt verify MODEL --public-key PEM` checks it"]
+    signed = [ln for ln in out.stdout.splitlines() if ln.startswith("signed:")]
+    assert signed == [f"signed:     yes, by key {fingerprint}; not verified here: "
+                      "`modelfmt verify MODEL --public-key PEM` checks it"]
