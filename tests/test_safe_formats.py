@@ -47,7 +47,8 @@ def _forest():
     from sklearn.ensemble import RandomForestClassifier
 
     X, y = _frame()
-    return RandomForestClassifier(n_estimators=8, max_depth=4, random_state=0).fit(X[["amount", "age"]], y), X[["amount", "age"]]
+    X = X[["amount", "age"]]
+    return RandomForestClassifier(n_estimators=8, max_depth=4, random_state=0).fit(X, y), X
 
 
 def _encoder_pipeline():
