@@ -151,7 +151,7 @@ def decode_request(
     """
     decoder = decoder_for(protocol, content_type)
     if not body:
-        raise PayloadError("the request body is empty; send the model input as JSON or CSV")
+        raise PayloadError("the request body is empty; send the model input (JSON, CSV, Parquet, Arrow, JSON Lines)")
     try:
         return decoder(body, schema)
     except (ValueError, TypeError, KeyError, IndexError, OverflowError) as e:
