@@ -169,3 +169,41 @@ def test_an_explicit_format_still_chooses(tmp_path):
     with pytest.raises(UnsafeModelError, match=HALVE):
         sk_flavor.save_model(est, str(tmp_path / "sk"), serialization_format="skops")
     assert not (tmp_path / "sk").exists()
+
+
+def _key_pair(folder: Path) -> tuple[str, str]:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    private, public = folder / "signer.pem", folder / "signer.pub"
+    private.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                          serialization.NoEncryption()))
+    public.write_bytes(key.public_key().public_bytes(serialization.Encoding.PEM,
+                                                     serialization.PublicFormat.SubjectPublicKeyInfo))
+    return str(private), str(public)
+
+
+def test_only_a_model_signed_by_a_trusted_key_may_carry_its_own_trust_list(tmp_path, monkeypatch):
+    from modelfmt.signing import sign_model
+
+    monkeypatch.delenv("MODELFMT_PUBLIC_KEY", raising=False)
+    monkeypatch.delenv(trust.TRUSTED_TYPES_ENV, raising=False)
+    est, X = _halving_pipeline()
+    path = str(tmp_path / "m")
+    sk_flavor.save_model(est, path, trusted_types=[HALVE])  # MLmodel's skops_trusted_types names it
+    private, public = _key_pair(tmp_path)
+    _sig, fingerprint = sign_model(path, private)
+    # Signed, and the caller trusts the key: the signer vouches for the model's list.
+    opened = open_model(path, public_key=public)
+    assert opened.signed_by == fingerprint
+    np.testing.assert_allclose(pyfunc.load_model(path, public_key=public).predict(X), est.predict(X))
+    np.testing.assert_allclose(sk_flavor.load_model(path, public_key=public).predict(X), est.predict(X))
+    # Signed, but no key given: nothing vouches for the list; the caller's own trust is still needed.
+    assert open_model(path).signed_by is None
+    with pytest.raises(UnsafeModelError, match=f"does not trust by default: {HALVE}"):
+        pyfunc.load_model(path)
+    # Unsigned (the signature removed): the same MLmodel list is not read.
+    os.remove(os.path.join(path, "model.sig"))
+    with pytest.raises(UnsafeModelError, match=f"does not trust by default: {HALVE}"):
+        sk_flavor.load_model(path)
