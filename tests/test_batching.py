@@ -372,64 +372,6 @@ def affine_server(affine_path):
     thread.join(JOIN)
 
 
-def test_concurrent_clients_each_get_their_own_predictions_and_only_poisoned_requests_fail(affine_server):
-    import requests
-
-    calls_before, scored_before = _batch_counts(affine_server)
-    clients, per_client = 24, 12
-
-    def client(n: int) -> list[str]:
-        problems = []
-        with requests.Session() as s:
-            for k in range(per_client):
-                poisoned = n % 6 == 0 and k % 3 == 0
-                first = 1.0 + 1000 * n + 10 * k
-                body, want = _affine_body(-first if poisoned else first, 1 + (n + k) % 4)
-                resp = s.post(f"{affine_server}/invocations", data=body, headers=JSON_HEADERS, timeout=JOIN)
-                if poisoned:
-                    if resp.status_code != 400 or "x must not be negative" not in resp.json()["message"]:
-                        problems.append(f"client {n} request {k}: poisoned got {resp.status_code} {resp.text}")
-                elif resp.status_code != 200 or resp.json()["predictions"] != want:
-                    problems.append(f"client {n} request {k}: got {resp.status_code} {resp.text}, want {want}")
-        return problems
-
-    with cf.ThreadPoolExecutor(clients) as pool:
-        problems = [p for ps in pool.map(client, range(clients)) for p in ps]
-    assert problems == []
-    calls, scored = _batch_counts(affine_server)
-    # Requests were merged: fewer model calls than requests (poisoned ones are scored twice or more).
-    assert scored - scored_before >= clients * per_client
-    assert calls - calls_before < scored - scored_before
-
-
-def test_a_client_that_disconnects_leaves_the_others_answered(affine_server):
-    import socket
-
-    import requests
-
-    def hang_up() -> None:
-        body, _ = _affine_body(3.0, 2)
-        host, port = affine_server.removeprefix("http://").split(":")
-        with socket.create_connection((host, int(port)), timeout=JOIN) as sock:
-            head = (
-                "POST /invocations HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                f"Content-Length: {len(body)}\r\n\r\n"
-            )
-            sock.sendall(head.encode() + body)  # and gone before the answer
-
-    def ask(n: int) -> bool:
-        body, want = _affine_body(float(n), 1)
-        resp = requests.post(f"{affine_server}/invocations", data=body, headers=JSON_HEADERS, timeout=JOIN)
-        return resp.status_code == 200 and resp.json()["predictions"] == want
-
-    with cf.ThreadPoolExecutor(16) as pool:
-        gone = [pool.submit(hang_up) for _ in range(8)]
-        answered = list(pool.map(ask, range(32)))
-        for fut in gone:
-            fut.result(JOIN)
-    assert all(answered)
-
-
 STUCK_MODEL = '''
 import time
 
@@ -451,34 +393,117 @@ class StuckOn13(PythonModel):
 '''
 
 
-def test_a_timed_out_batch_answers_every_request_it_holds(tmp_path, monkeypatch):
-    """Under ``modelfmt serve``: a request whose model call never returns gets its 504 (as does any request
-    merged with it), the requests arriving meanwhile their predictions (they go after max_wait, beside
-    the stuck call); nobody hangs, and the replaced worker answers again."""
+@pytest.fixture(scope="module")
+def stuck_path(tmp_path_factory):
+    """:data:`STUCK_MODEL` saved with its module as code (``modelfmt serve`` imports it from there)."""
     import importlib
     import sys
 
-    import requests
-
     from modelfmt.flavors import pyfunc
+
+    tmp = tmp_path_factory.mktemp("stuck")
+    code = tmp / "stuck_model.py"
+    code.write_text(STUCK_MODEL)
+    sys.path.insert(0, str(tmp))
+    try:
+        module = importlib.import_module("stuck_model")
+        X = pd.DataFrame({"x": [1.0, 2.0], "y": [0.5, 0.25]})
+        path = str(tmp / "stuck")
+        signature = infer_signature(X, np.array([2.5, 4.25]))
+        pyfunc.save_model(path, python_model=module.StuckOn13(), signature=signature, code_paths=[str(code)])
+    finally:
+        sys.path.remove(str(tmp))
+        sys.modules.pop("stuck_model", None)
+    return path
+
+
+@pytest.fixture(scope="module")
+def serve_server(stuck_path):
+    """``modelfmt serve`` (one worker, 16 threads, batching at its defaults) in a subprocess."""
     from modelfmt.serving.testing import serving
 
-    code = tmp_path / "stuck_model.py"
-    code.write_text(STUCK_MODEL)
-    monkeypatch.syspath_prepend(str(tmp_path))
-    module = importlib.import_module("stuck_model")
-    X = pd.DataFrame({"x": [1.0, 2.0], "y": [0.5, 0.25]})
-    path = str(tmp_path / "stuck")
-    pyfunc.save_model(path, python_model=module.StuckOn13(), signature=infer_signature(X, np.array([2.5, 4.25])),
-                      code_paths=[str(code)])
-    sys.modules.pop("stuck_model", None)
+    with serving(stuck_path, workers=1, threads=16) as base:
+        yield base
+
+
+@pytest.mark.parametrize("engine", ["werkzeug", "serve"])
+def test_concurrent_clients_each_get_their_own_predictions_and_only_poisoned_requests_fail(engine, request):
+    import requests
+
+    affine_server = request.getfixturevalue("affine_server" if engine == "werkzeug" else "serve_server")
+
+    calls_before, scored_before = _batch_counts(affine_server)
+    clients, per_client = 24, 12
+
+    def client(n: int) -> list[str]:
+        problems = []
+        with requests.Session() as s:
+            for k in range(per_client):
+                poisoned = n % 6 == 0 and k % 3 == 0
+                first = 1.5 + 1000 * n + 10 * k  # never 13, the value the serve model sticks on
+                body, want = _affine_body(-first if poisoned else first, 1 + (n + k) % 4)
+                resp = s.post(f"{affine_server}/invocations", data=body, headers=JSON_HEADERS, timeout=JOIN)
+                if poisoned:
+                    if resp.status_code != 400 or "x must not be negative" not in resp.json()["message"]:
+                        problems.append(f"client {n} request {k}: poisoned got {resp.status_code} {resp.text}")
+                elif resp.status_code != 200 or resp.json()["predictions"] != want:
+                    problems.append(f"client {n} request {k}: got {resp.status_code} {resp.text}, want {want}")
+        return problems
+
+    with cf.ThreadPoolExecutor(clients) as pool:
+        problems = [p for ps in pool.map(client, range(clients)) for p in ps]
+    assert problems == []
+    calls, scored = _batch_counts(affine_server)
+    # Requests were merged: fewer model calls than requests (poisoned ones are scored twice or more).
+    assert scored - scored_before >= clients * per_client
+    assert calls - calls_before < scored - scored_before
+
+
+@pytest.mark.parametrize("engine", ["werkzeug", "serve"])
+def test_a_client_that_disconnects_leaves_the_others_answered(engine, request):
+    import socket
+
+    import requests
+
+    affine_server = request.getfixturevalue("affine_server" if engine == "werkzeug" else "serve_server")
+
+    def hang_up() -> None:
+        body, _ = _affine_body(3.0, 2)
+        host, port = affine_server.removeprefix("http://").split(":")
+        with socket.create_connection((host, int(port)), timeout=JOIN) as sock:
+            head = (
+                "POST /invocations HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                f"Content-Length: {len(body)}\r\n\r\n"
+            )
+            sock.sendall(head.encode() + body)  # and gone before the answer
+
+    def ask(n: int) -> bool:
+        body, want = _affine_body(n + 0.5, 1)  # never 13, the value the serve model sticks on
+        resp = requests.post(f"{affine_server}/invocations", data=body, headers=JSON_HEADERS, timeout=JOIN)
+        return resp.status_code == 200 and resp.json()["predictions"] == want
+
+    with cf.ThreadPoolExecutor(16) as pool:
+        gone = [pool.submit(hang_up) for _ in range(8)]
+        answered = list(pool.map(ask, range(32)))
+        for fut in gone:
+            fut.result(JOIN)
+    assert all(answered)
+
+
+def test_a_timed_out_batch_answers_every_request_it_holds(stuck_path):
+    """Under ``modelfmt serve``: a request whose model call never returns gets its 504 (as does any request
+    merged with it), the requests arriving meanwhile their predictions (they go after max_wait, beside
+    the stuck call); nobody hangs, and the replaced worker answers again."""
+    import requests
+
+    from modelfmt.serving.testing import serving
 
     def ask(base: str, first: float) -> tuple[int, Any, list[float]]:
         body, want = _affine_body(first, 1)
         resp = requests.post(f"{base}/invocations", data=body, headers=JSON_HEADERS, timeout=30)
         return resp.status_code, resp.json(), want
 
-    with serving(path, workers=1, threads=16, timeout=2) as base:
+    with serving(stuck_path, workers=1, threads=16, timeout=2) as base:
         started = time.monotonic()
         with cf.ThreadPoolExecutor(16) as pool:
             stuck = pool.submit(ask, base, 13.0)
