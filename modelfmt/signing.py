@@ -366,17 +366,26 @@ def _run_verification(
     verifying: Any, model: str, sig: str, bundle: dict, serialization: Any, signer: dict[str, Any]
 ) -> None:
     from cryptography.exceptions import InvalidSignature
+    from OpenSSL.crypto import X509StoreContextError
 
     try:
-        # The library prints a warning for pre-1.0 bundles on stdout, where a server's output goes.
-        with contextlib.redirect_stdout(io.StringIO()) as out:
-            verifying.verify(model, sig)
-        if out.getvalue().strip():
+        if signer["kind"] == "key" and not signer["fingerprint"]:
+            # For a pre-1.0 bundle (no key hint) the library prints a warning on stdout, where a server's
+            # output goes: it is logged instead. Only then, as redirecting stdout is process-wide.
+            with contextlib.redirect_stdout(io.StringIO()) as out:
+                verifying.verify(model, sig)
             _log.warning("%s: %s", sig, out.getvalue().strip())
+        else:
+            verifying.verify(model, sig)
     except InvalidSignature as e:
         raise SignatureError(
             f"model {model}: {SIGNATURE_FILE} does not verify with key {signer['fingerprint']}: the signature "
             "file was altered after signing"
+        ) from e
+    except X509StoreContextError as e:
+        raise SignatureError(
+            f"model {model} is signed with a certificate ({signer['subject']}) that the given chain does "
+            f"not vouch for: {e}"
         ) from e
     except ValueError as e:
         text = str(e)
@@ -385,13 +394,6 @@ def _run_verification(
                 f"model {model} changed after signing: {_changes(model, bundle, serialization)}"
             ) from e
         raise SignatureError(f"model {model}: {SIGNATURE_FILE} does not verify: {text}") from e
-    except Exception as e:  # noqa: BLE001 - OpenSSL's chain errors have no common base we can name
-        if type(e).__name__ == "X509StoreContextError":
-            raise SignatureError(
-                f"model {model} is signed with a certificate ({signer['subject']}) that the given chain does "
-                f"not vouch for: {e}"
-            ) from e
-        raise
 
 
 def _changes(model: str, bundle: dict, serialization: Any) -> str:

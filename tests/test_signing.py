@@ -373,3 +373,19 @@ def test_environment_key_refuses_in_the_cli(marked, keys, tmp_path):
     out = run("predict", path, "-i", str(tmp_path / "in.json"), env={signing.PUBLIC_KEY_ENV: keys["other"][1]})
     assert out.returncode == 2 and "signed by another key" in out.stderr
     assert not os.path.exists(marker)
+
+
+def test_an_altered_signature_file_is_refused(model, keys):
+    import base64
+    import json
+
+    sig, _ = signing.sign_model(model, keys["P-256"][0])
+    with open(sig) as f:
+        bundle = json.load(f)
+    statement = json.loads(base64.b64decode(bundle["dsseEnvelope"]["payload"]))
+    statement["predicate"]["resources"] = statement["predicate"]["resources"][1:]  # drop a file from the list
+    bundle["dsseEnvelope"]["payload"] = base64.b64encode(json.dumps(statement).encode()).decode()
+    with open(sig, "w") as f:
+        json.dump(bundle, f)
+    with pytest.raises(SignatureError, match="does not verify with key .*: the signature file was altered"):
+        open_model(model, public_key=keys["P-256"][1])
