@@ -116,30 +116,39 @@ def test_every_file_is_recorded_with_its_sha256(custom_model):
     }
 
 
-def test_names_order_and_ignored_paths_are_model_signings(tmp_path):
-    root = tmp_path / "m"
-    for rel in ("MLmodel", "a-c", "a/b", "a/.gitignore", "sub/.git/x", ".git/config", ".github/w.yml",
-                ".gitignore", ".gitattributes", "model.sig", "x.sigs"):
+TRICKY = ("MLmodel", "a-c", "a/b", "a/.gitignore", "sub/.git/x", ".git/config", ".github/w.yml", ".gitignore",
+          ".gitattributes", "model.sig", "x.sigs", ".hidden")
+
+
+def _tricky_tree(root):
+    for rel in TRICKY:
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
         (root / rel).write_text(rel)
+    return root
+
+
+def test_names_order_and_ignored_paths_are_model_signings(tmp_path):
+    root = _tricky_tree(tmp_path / "m")
     doc = record_digests(root)
     # Only the top-level .git* paths and model.sig are ignored; order is by path components ("a/b"
     # before "a-c"), as pathlib.PurePosixPath sorts, which model-signing's subject digest follows.
-    assert [r["name"] for r in doc["resources"]] == ["MLmodel", "a/.gitignore", "a/b", "a-c", "sub/.git/x", "x.sigs"]
-    assert integrity.subject_digest(doc["resources"]) == _sha(b"".join(bytes.fromhex(_sha(n.encode())) for n in
-                                                                        ["MLmodel", "a/.gitignore", "a/b", "a-c",
-                                                                         "sub/.git/x", "x.sigs"]))
+    names = [".hidden", "MLmodel", "a/.gitignore", "a/b", "a-c", "sub/.git/x", "x.sigs"]
+    assert [r["name"] for r in doc["resources"]] == names
+    assert integrity.subject_digest(doc["resources"]) == _sha(b"".join(bytes.fromhex(_sha(n.encode())) for n in names))
     assert json.loads((root / DIGEST_FILE).read_text()) == doc
     (root / "model.sig").write_text("re-signed")  # the signature and git files may change freely
     (root / ".git" / "config").write_text("changed")
     assert check_digests(root) is True
 
 
-def test_the_same_list_as_model_signing_hashes(custom_model):
+@pytest.mark.parametrize("which", ["custom model", "tricky tree"])
+def test_the_same_list_as_model_signing_hashes(which, custom_model, tmp_path):
     model_signing = pytest.importorskip("model_signing")  # the sign extra, part of the test extra
-    manifest = model_signing.hashing.Config().set_ignored_paths(paths=[DIGEST_FILE, "model.sig"]).hash(custom_model)
+    path = custom_model if which == "custom model" else str(_tricky_tree(tmp_path / "t"))
+    record_digests(path)
+    manifest = model_signing.hashing.Config().set_ignored_paths(paths=[DIGEST_FILE, "model.sig"]).hash(path)
     theirs = [(d.identifier, d.digest.algorithm, d.digest.digest_hex) for d in manifest.resource_descriptors()]
-    ours = [(r["name"], r["algorithm"], r["digest"]) for r in read_digests(custom_model)["resources"]]
+    ours = [(r["name"], r["algorithm"], r["digest"]) for r in read_digests(path)["resources"]]
     assert ours == theirs
 
 
