@@ -194,3 +194,41 @@ def test_stdin_to_stdout_in_a_subprocess(sklearn_model_path, diabetes, elasticne
     assert done.returncode == 0, done.stderr
     assert done.stderr == b""  # no progress bar when stderr is not a terminal
     np.testing.assert_allclose(pd.read_csv(io.BytesIO(done.stdout))["prediction"], elasticnet.predict(X))
+
+
+def test_progress_bar_on_a_terminal(sklearn_model_path, diabetes, tmp_path):
+    import fcntl
+    import os
+    import pty
+    import struct
+    import termios
+    import threading
+
+    diabetes[0].to_parquet(tmp_path / "in.parquet")
+    leader, follower = pty.openpty()
+    # A new pty is 0 columns wide, where tqdm draws nothing: give it a terminal's size.
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))
+    shown = bytearray()
+
+    def drain():
+        while True:
+            try:
+                piece = os.read(leader, 65536)
+            except OSError:  # EIO: the terminal's other side is closed
+                return
+            if not piece:
+                return
+            shown.extend(piece)
+
+    reader = threading.Thread(target=drain, daemon=True)
+    reader.start()
+    try:
+        done = subprocess.run([sys.executable, "-m", "modelfmt", "predict", sklearn_model_path, "-i",
+                               str(tmp_path / "in.parquet"), "-o", str(tmp_path / "out.csv"), "--chunk-rows", "100"],
+                              stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=follower, timeout=120)
+    finally:
+        os.close(follower)
+        reader.join(10)
+        os.close(leader)
+    assert done.returncode == 0, bytes(shown)
+    assert b"/442" in shown and b"100%" in shown and b"rows/s" in shown, bytes(shown)  # tqdm: rows of the file
