@@ -27,6 +27,7 @@ from modelfmt.serving.protocols import mlflow
 if TYPE_CHECKING:
     from modelfmt.flavors.pyfunc import PyFuncModel
     from modelfmt.open import OpenedModel
+    from modelfmt.serving.batching import BatchConfig
     from modelfmt.serving.runtime import Runtime
 
 DEFAULT_MAX_BODY_SIZE = 100 * 1024 * 1024
@@ -62,13 +63,15 @@ def create_app(
     max_body_size: int = DEFAULT_MAX_BODY_SIZE,
     debug: bool = False,
     loaded: PyFuncModel | None = None,
+    batching: BatchConfig | None = None,
 ) -> Flask:
     """A Flask app scoring ``model``: a location or an :class:`~modelfmt.open.OpenedModel` (whose parsed
     ``MLmodel`` is reused), loaded now, once per process.
 
     ``max_body_size`` is the largest accepted request body in bytes; ``debug`` puts stack traces in
     500 answers; ``loaded`` is an already loaded :class:`~modelfmt.flavors.pyfunc.PyFuncModel` of
-    ``model`` to serve instead of loading it again.
+    ``model`` to serve instead of loading it again; ``batching`` the adaptive batching limits
+    (``None``: the runtime's defaults).
     """
     from modelfmt.serving import metrics
     from modelfmt.serving.runtime import Runtime
@@ -77,7 +80,7 @@ def create_app(
     app.json = OrjsonProvider(app)
     app.config["MAX_CONTENT_LENGTH"] = max_body_size
     counters = metrics.get()
-    runtime = Runtime.load(model, loaded)
+    runtime = Runtime.load(model, loaded, batching=batching)
     counters.load_seconds.set(runtime.load_seconds)
     runtime.warm_up()
     app.extensions["modelfmt"] = runtime

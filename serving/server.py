@@ -1,4 +1,8 @@
-"""``modelfmt serve``: gunicorn around the scoring app, with request timeouts and graceful stops.
+"""``modelfmt serve``: an HTTP engine around the scoring app, with request timeouts and graceful stops.
+
+The engine is gunicorn (the default: its gthread worker, many threads per worker so that concurrent
+requests meet in a worker and can be batched) or granian (``--server granian``, a Rust HTTP server,
+in :mod:`modelfmt.serving.server_granian`; see there what it cannot do that gunicorn does).
 
 - The master opens the model once (:func:`~modelfmt.open.open_model`: ``MLmodel`` parsed and checked);
   the workers fork with that :class:`~modelfmt.open.OpenedModel` and reuse it.
@@ -30,10 +34,16 @@ from modelfmt.serving.timeouts import TimeoutGuard
 
 if TYPE_CHECKING:
     from modelfmt.open import OpenedModel
+    from modelfmt.serving.batching import BatchConfig
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 5001
 DEFAULT_TIMEOUT = 60.0
+SERVERS = ("gunicorn", "granian")
+DEFAULT_SERVER = "gunicorn"
+# Threads per worker: enough that a worker sees the concurrent requests it could batch (2 cannot).
+# gthread keeps idle kept-alive connections in its poller, so a thread is only taken by a request.
+DEFAULT_THREADS = 16
 ACCESS_LOG_FORMAT = '%(t)s %(h)s "%(r)s" %(s)s %(B)s %(M)sms'
 _log = logging.getLogger("modelfmt.serving")
 
@@ -45,7 +55,7 @@ def default_workers() -> int:
 
 # -- gunicorn -----------------------------------------------------------------------------------
 def _gunicorn_options(
-    host: str, port: int, workers: int, threads: int, timeout: float, debug: bool
+    host: str, port: int, workers: int, threads: int, timeout: float, debug: bool, access_log: bool = True
 ) -> dict[str, Any]:
     return {
         "bind": f"{host}:{port}",
@@ -56,7 +66,7 @@ def _gunicorn_options(
         "timeout": int(timeout) + 30,
         "graceful_timeout": int(timeout) + 5,
         "keepalive": 5,
-        "accesslog": "-",
+        "accesslog": "-" if access_log else None,
         "logger_class": _stderr_logger_class(),
         "errorlog": "-",
         "access_log_format": ACCESS_LOG_FORMAT,
@@ -105,12 +115,40 @@ def _stderr_logger_class() -> type:
     from gunicorn.glogging import Logger
 
     class StderrLogger(Logger):
-        """gunicorn's logger with the access log on stderr too (``accesslog="-"`` means stdout to gunicorn)."""
+        """gunicorn's logger with the access log on stderr too (``accesslog="-"`` means stdout to gunicorn),
+        and a cheaper access line: gunicorn's own builds every atom (all headers) for each request."""
+
+        _stamp: tuple[int, str] = (0, "")
 
         def setup(self, cfg: Any) -> None:
             super().setup(cfg)
             if cfg.accesslog == "-":
                 self._set_handler(self.access_log, "-", logging.Formatter(self.access_fmt), stream=sys.stderr)
+
+        def access(self, resp: Any, req: Any, environ: dict, request_time: Any) -> None:
+            # The line ACCESS_LOG_FORMAT describes: [time] client "request line" status bytes ms.
+            if not self.cfg.accesslog:
+                return
+            status, sent = resp.status, getattr(resp, "sent", None)
+            if isinstance(status, str):
+                status = status.split(None, 1)[0]
+            ms = request_time.seconds * 1000 + request_time.microseconds // 1000
+            line = (
+                f'{self._now()} {environ.get("REMOTE_ADDR", "-")} "{environ.get("REQUEST_METHOD", "-")} '
+                f'{environ.get("RAW_URI", environ.get("PATH_INFO", "-"))} {environ.get("SERVER_PROTOCOL", "-")}" '
+                f'{status} {"-" if sent is None else sent} {ms}ms'
+            )
+            try:
+                self.access_log.info(line)
+            except Exception:  # noqa: BLE001 - as gunicorn's: a log line must never fail the request
+                self.error("Failed to write the access log line")
+
+        def _now(self) -> str:
+            # strftime once a second, not once a request.
+            second = int(time.time())
+            if self._stamp[0] != second:
+                self._stamp = (second, time.strftime("[%d/%b/%Y:%H:%M:%S %z]", time.localtime(second)))
+            return self._stamp[1]
 
     return StderrLogger
 
@@ -196,30 +234,61 @@ def _preload(opened: OpenedModel) -> None:
         _log.debug("preloading %s failed: %s", opened.path, e)
 
 
+def batch_config(max_rows: int | None = None, max_wait_ms: float | None = None) -> BatchConfig | None:
+    """The :class:`~modelfmt.serving.batching.BatchConfig` of ``serve``'s options: ``None`` when neither
+    is given (the runtime's defaults); a limit not given takes ``BatchConfig()``'s default."""
+    from modelfmt.serving.batching import BatchConfig
+
+    if max_rows is None and max_wait_ms is None:
+        return None
+    default = BatchConfig()
+    return BatchConfig(
+        max_rows=default.max_rows if max_rows is None else max_rows,
+        max_wait_ms=default.max_wait_ms if max_wait_ms is None else max_wait_ms,
+    )
+
+
 def run(
     model: str | os.PathLike | OpenedModel,
     *,
+    server: str = DEFAULT_SERVER,
     host: str = DEFAULT_HOST,
     port: int = DEFAULT_PORT,
     workers: int | None = None,
-    threads: int = 2,
+    threads: int = DEFAULT_THREADS,
     timeout: float = DEFAULT_TIMEOUT,
     max_body_size: int | None = None,
     debug: bool = False,
+    access_log: bool = True,
+    batching: BatchConfig | None = None,
 ) -> None:
     """Serve ``model`` (a location or an :class:`~modelfmt.open.OpenedModel`) in the foreground until
-    SIGTERM or SIGINT (blocking). A location that is not a model raises before any worker starts."""
+    SIGTERM or SIGINT (blocking). A location that is not a model raises before any worker starts.
+
+    ``server`` is the HTTP engine (:data:`SERVERS`), ``threads`` the requests a worker runs at once,
+    ``access_log`` one log line per request, ``batching`` the adaptive batching limits (``None``: the
+    runtime's defaults).
+    """
     from modelfmt.open import open_model
     from modelfmt.serving.app import DEFAULT_MAX_BODY_SIZE
 
+    if server not in SERVERS:
+        raise ValueError(f"unknown server {server!r}: choose one of {', '.join(SERVERS)}")
     opened = open_model(model)
     _configure_logging(debug)
     created = _metrics_dir()
     _preload(opened)
-    options = _gunicorn_options(host, port, workers or default_workers(), threads, timeout, debug)
-    app_options = {"max_body_size": max_body_size or DEFAULT_MAX_BODY_SIZE, "debug": debug}
+    workers = workers or default_workers()
+    app_options = {"max_body_size": max_body_size or DEFAULT_MAX_BODY_SIZE, "debug": debug, "batching": batching}
     try:
-        _app_class()(opened, options, app_options, timeout).run()
+        if server == "granian":
+            from modelfmt.serving.server_granian import run_granian
+
+            run_granian(opened, host=host, port=port, workers=workers, threads=threads, timeout=timeout,
+                        app_options=app_options, access_log=access_log, debug=debug)
+        else:
+            options = _gunicorn_options(host, port, workers, threads, timeout, debug, access_log)
+            _app_class()(opened, options, app_options, timeout).run()
     finally:
         if created:
             from modelfmt.serving.metrics import MULTIPROC_ENV

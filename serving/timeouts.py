@@ -1,10 +1,10 @@
-"""Request timeouts for gunicorn workers: a 504 for a request that runs too long, then a fresh worker.
+"""Request timeouts for the server's workers: a 504 for a request that runs too long, then a fresh worker.
 
 Python cannot stop a call stuck in a model, so the worker that holds it is retired: the watchdog answers
 504 on the request's own socket, stops the worker taking new requests, and keeps watching while the
 worker's other requests finish: each of them that runs past its own deadline meanwhile gets its 504 too.
-Then the worker exits and gunicorn's master starts a replacement. Every 504 gets its access-log line,
-in the format gunicorn writes for the others (gunicorn never logs a request whose call does not return).
+Then the worker exits and the engine's master (gunicorn's or granian's) starts a replacement. Every 504
+gets its access-log line, in the engine's format (neither logs a request whose call does not return).
 """
 
 from __future__ import annotations
@@ -27,30 +27,33 @@ WORKER: Any = None  # this process's gunicorn worker, set by ``modelfmt.serving.
 _RETIRE_SLACK = 3.0
 
 
+# The environ key under which modelfmt's granian worker passes the request's responder (granian gives
+# the WSGI app no socket; its responder answers from any thread).
+GRANIAN_PROTO = "modelfmt.granian_proto"
+
+
 class _InFlight:
-    __slots__ = ("deadline", "started", "sock", "environ", "lock", "done", "claimed")
+    __slots__ = ("deadline", "started", "environ")
 
     def __init__(self, timeout: float, environ: dict) -> None:
         self.started = time.monotonic()
         self.deadline = self.started + timeout
-        self.sock = environ.get("gunicorn.socket")
         self.environ = environ
-        self.lock = threading.Lock()
-        self.done = False
-        self.claimed = False
 
 
 class TimeoutGuard:
     """WSGI middleware: answer 504 to a request still running after ``timeout`` seconds, then retire the worker.
 
     One watchdog thread per worker sleeps until the nearest deadline; a request costs two dict
-    operations. Whoever comes first, the request finishing or the watchdog, owns the socket.
+    operations and no lock. Whoever takes the request's entry out of ``_inflight`` first, the request
+    finishing or the watchdog, owns the socket: ``dict.pop`` is atomic, so exactly one of them gets it.
     """
 
     def __init__(self, app: Callable, timeout: float) -> None:
         self.app = app
         self.timeout = timeout
         self._inflight: dict[int, _InFlight] = {}
+        self._claimed: dict[int, _InFlight] = {}  # answered 504 by the watchdog, their calls still stuck
         self._exit_by: float | None = None  # set once retiring: the worker exits by then at the latest
         # Built in the worker (after fork), so the thread lives in the process that serves.
         self._thread = threading.Thread(target=self._watch, name="modelfmt-timeouts", daemon=True)
@@ -63,11 +66,7 @@ class TimeoutGuard:
         try:
             return self.app(environ, start_response)
         finally:
-            with entry.lock:
-                entry.done = True
-                claimed = entry.claimed
-            self._inflight.pop(key, None)
-            if claimed:
+            if self._inflight.pop(key, None) is None:
                 # The watchdog has answered this request and is ending the process: never write again.
                 while True:
                     time.sleep(3600)
@@ -76,11 +75,9 @@ class TimeoutGuard:
         while True:
             now = time.monotonic()
             wake = now + self.timeout
-            for entry in list(self._inflight.values()):
-                if entry.claimed:
-                    continue
+            for key, entry in list(self._inflight.items()):
                 if entry.deadline <= now:
-                    self._expire(entry)
+                    self._expire(key)
                 else:
                     wake = min(wake, entry.deadline)
             if self._exit_by is not None:
@@ -89,11 +86,11 @@ class TimeoutGuard:
                 wake = min(wake, now + 0.05)  # while retiring, look at the worker's connections often
             time.sleep(max(wake - time.monotonic(), 0.005))
 
-    def _expire(self, entry: _InFlight) -> None:
-        with entry.lock:
-            if entry.done:
-                return
-            entry.claimed = True
+    def _expire(self, key: int) -> None:
+        entry = self._inflight.pop(key, None)
+        if entry is None:
+            return  # the request finished first: its own thread answered it
+        self._claimed[key] = entry
         elapsed = time.monotonic() - entry.started
         path = entry.environ.get("PATH_INFO", "")
         _log.error(
@@ -101,7 +98,7 @@ class TimeoutGuard:
             path, elapsed, self.timeout, os.getpid(),
         )
         _count_timeout(path, elapsed)
-        sent = _send_504(entry.sock, self.timeout)
+        sent = _send_504(entry.environ, self.timeout)
         _access_log(entry.environ, sent, elapsed)
         if self._exit_by is None:
             self._retire()
@@ -120,15 +117,17 @@ class TimeoutGuard:
         assert self._exit_by is not None
         if now >= self._exit_by:
             return True
-        entries = list(self._inflight.values())
-        stuck = sum(e.claimed for e in entries)
+        # granian tells no connection count: give its graceful stop time to hand the connections it has
+        # already accepted to the app (they then show in _inflight) before the worker may exit.
+        if now < self._exit_by - self.timeout - _RETIRE_SLACK + getattr(WORKER, "retire_grace", 0.0):
+            return False
+        stuck = len(self._claimed)
         conns = getattr(WORKER, "nr_conns", None)  # gthread only: accepted, kept-alive or in flight
-        return len(entries) == stuck and (conns is None or conns <= stuck)
+        return not self._inflight and (conns is None or conns <= stuck)
 
     def _exit(self) -> None:
-        for entry in list(self._inflight.values()):
-            if not entry.claimed:  # only past the retiring deadline: answered rather than cut off
-                self._expire(entry)
+        for key in list(self._inflight):  # only past the retiring deadline: answered rather than cut off
+            self._expire(key)
         for name in ("", "modelfmt", "gunicorn.access", "gunicorn.error"):
             for handler in logging.getLogger(name).handlers:
                 with contextlib.suppress(Exception):
@@ -153,15 +152,24 @@ def _timeout_body(timeout: float) -> bytes:
     )
 
 
-def _send_504(sock: Any, timeout: float) -> int | None:
-    """Write the 504 on ``sock`` and shut it; the body bytes sent (``None`` when it could not be sent)."""
+def _send_504(environ: dict, timeout: float) -> int | None:
+    """Answer 504 on the request's own connection and close it; the body bytes sent (``None`` when it
+    could not be sent): on gunicorn's socket, or through granian's responder."""
     body = _timeout_body(timeout)
+    proto = environ.get(GRANIAN_PROTO)
+    if proto is not None:
+        try:
+            proto.response_bytes(504, [("content-type", "application/json"), ("connection", "close")], body)
+        except Exception:  # noqa: BLE001 - the client may be gone; the worker is retired all the same
+            return None
+        return len(body)
+    sock = environ.get("gunicorn.socket")
+    if sock is None:
+        return None
     head = (
         "HTTP/1.1 504 Gateway Timeout\r\nContent-Type: application/json\r\n"
         f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
     ).encode("ascii")
-    if sock is None:
-        return None
     try:
         sock.settimeout(5.0)
         sock.sendall(head + body)

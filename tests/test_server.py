@@ -1,4 +1,5 @@
-"""`modelfmt serve` over real HTTP: every format, every error answer, metrics. Real gunicorn on free ports."""
+"""`modelfmt serve` over real HTTP: every format, every error answer, metrics. Real gunicorn and granian
+(every server test runs under both engines) on free ports."""
 
 from __future__ import annotations
 
@@ -18,6 +19,13 @@ import test_server_models as models
 from modelfmt.serving.testing import serving
 
 JSON = {"Content-Type": "application/json"}
+ENGINES = ("gunicorn", "granian")
+
+
+@pytest.fixture(scope="module", params=ENGINES)
+def engine(request) -> str:
+    """`serve --server`: each module's servers run once per engine."""
+    return request.param
 
 
 def worker_pids(master: int) -> set[int]:
@@ -39,16 +47,17 @@ def start_servers(stack: contextlib.ExitStack, specs: dict) -> dict:
 
 
 @pytest.fixture(scope="module")
-def servers(sklearn_model_path, tmp_path_factory):
+def servers(sklearn_model_path, tmp_path_factory, engine):
     base = tmp_path_factory.mktemp("served")
     chaos = models.save_chaos(str(base / "chaos"))
     tensor = models.save_tensor(str(base / "tensor"))
     specs = {
-        "sk": (sklearn_model_path, {"workers": 2}),
-        # gthread workers (threads > 1), a short timeout and a small body limit.
-        "chaos": (chaos, {"workers": 2, "threads": 2, "timeout": 3, "max_body_size": "16KiB", "log_path": str(base / "chaos.log")}),
-        # serve's options from the environment given to the subprocess (MODELFMT_WORKERS).
-        "tensor": (tensor, {"env": {**os.environ, "MODELFMT_WORKERS": "1"}}),
+        "sk": (sklearn_model_path, {"workers": 2, "server": engine}),
+        # 2 threads per worker (gthread under gunicorn), a short timeout and a small body limit.
+        "chaos": (chaos, {"workers": 2, "threads": 2, "timeout": 3, "max_body_size": "16KiB", "server": engine,
+                          "log_path": str(base / "chaos.log")}),
+        # serve's options from the environment given to the subprocess (MODELFMT_WORKERS, MODELFMT_SERVER).
+        "tensor": (tensor, {"env": {**os.environ, "MODELFMT_WORKERS": "1", "MODELFMT_SERVER": engine}}),
     }
     with contextlib.ExitStack() as stack:
         yield start_servers(stack, specs)
@@ -313,7 +322,10 @@ def test_ping_is_503_when_the_input_example_is_not_json(sklearn_model_path, tmp_
     path = tmp_path / "corrupt"
     shutil.copytree(sklearn_model_path, path)
     (path / "serving_input_example.json").write_text("{not json")
-    client = serving.create_app(str(path)).test_client()
+    from modelfmt.open import open_model
+
+    # verify=False: the edit is on purpose (the digests recorded at save would refuse the model first).
+    client = serving.create_app(open_model(str(path), verify=False)).test_client()
     resp = client.get("/ping")
     assert resp.status_code == 503 and "input example" in resp.json["message"]
     resp = client.get("/metadata")

@@ -43,16 +43,25 @@ def _env(name: str) -> dict:
 @click.argument("model", type=click.Path(file_okay=False))
 @click.option("--host", default="127.0.0.1", help="Address to listen on (0.0.0.0 in a container).", **_env("HOST"))
 @click.option("--port", default=5001, type=click.IntRange(0, 65535), help="Port to listen on.", **_env("PORT"))
+@click.option("--server", default="gunicorn", type=click.Choice(["gunicorn", "granian"]), **_env("SERVER"),
+              help="HTTP engine: gunicorn (gthread workers) or granian (Rust; the granian extra; see the README).")
 @click.option("--workers", type=click.IntRange(1), envvar="MODELFMT_WORKERS", show_envvar=True,
               help="Worker processes, each with its own copy of the model.  [default: cores, at most 4]")
-@click.option("--threads", default=2, type=click.IntRange(1), **_env("THREADS"),
-              help="Threads per worker: 2 or more run gunicorn's gthread worker (keep-alive), 1 its sync worker.")
+@click.option("--threads", default=16, type=click.IntRange(1), **_env("THREADS"),
+              help="Requests a worker runs at once (its threads; concurrent ones can be batched). Under gunicorn "
+                   "2 or more run the gthread worker (keep-alive), 1 the sync worker.")
 @click.option("--timeout", default=60.0, type=click.FloatRange(0.1), **_env("TIMEOUT"),
               help="Seconds a request may run; past it the answer is 504 and the worker is replaced.")
 @click.option("--max-body-size", default="100MiB", callback=_size_option, **_env("MAX_BODY_SIZE"),
               help="Largest request body (bytes, or 512K, 100MiB...); larger gets 413.")
-def serve(model: str, host: str, port: int, workers: int | None, threads: int, timeout: float,
-          max_body_size: int) -> None:
+@click.option("--max-batch-rows", type=click.IntRange(0), envvar="MODELFMT_MAX_BATCH_ROWS", show_envvar=True,
+              help="Most rows in one batched model call; 0 or 1 turns adaptive batching off.  [default: the runtime's]")
+@click.option("--max-batch-wait", type=click.FloatRange(0), envvar="MODELFMT_MAX_BATCH_WAIT", show_envvar=True,
+              help="Milliseconds a request may wait for others to batch with.  [default: the runtime's]")
+@click.option("--access-log/--no-access-log", default=True, **_env("ACCESS_LOG"),
+              help="One log line per request on stderr.")
+def serve(model: str, host: str, port: int, server: str, workers: int | None, threads: int, timeout: float,
+          max_body_size: int, max_batch_rows: int | None, max_batch_wait: float | None, access_log: bool) -> None:
     """Serve MODEL over HTTP with MLflow's scoring protocol (POST /invocations) until SIGTERM or Ctrl-C.
 
     With --debug (before or after the command name, or MODELFMT_DEBUG) 500 answers carry stack traces
@@ -60,8 +69,9 @@ def serve(model: str, host: str, port: int, workers: int | None, threads: int, t
     """
     from modelfmt.cli import debug_enabled, opening_options
     from modelfmt.open import open_model
-    from modelfmt.serving.server import run
+    from modelfmt.serving.server import batch_config, run
 
     opened = open_model(model, **opening_options())  # a wrong path fails here, in one line, before any worker starts
-    run(opened, host=host, port=port, workers=workers, threads=threads, timeout=timeout,
-        max_body_size=max_body_size, debug=debug_enabled())
+    run(opened, server=server, host=host, port=port, workers=workers, threads=threads, timeout=timeout,
+        max_body_size=max_body_size, debug=debug_enabled(), access_log=access_log,
+        batching=batch_config(max_batch_rows, max_batch_wait))
