@@ -12,7 +12,7 @@ import subprocess
 import sys
 import time
 
-from test_envs_build import env_cache, old_sklearn_model, save_linear, uv_env  # noqa: F401 - fixtures
+from test_envs_build import current_env, env_cache, old_sklearn_model, save_linear, uv_env  # noqa: F401 - fixtures
 
 from modelfmt.envs import cache
 
@@ -34,7 +34,7 @@ def one_error_line(proc: subprocess.CompletedProcess) -> str:
 
 
 def test_prepare_env_prints_the_environment_path(uv_env, old_sklearn_model):  # noqa: F811
-    env, _ = uv_env
+    env = current_env(old_sklearn_model)
     proc = run("prepare-env", old_sklearn_model)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == env.root + "\n"  # nothing else on stdout: ENV=$(modelfmt prepare-env MODEL)
@@ -71,7 +71,7 @@ def _copy_env(env, root, key: str, days_ago: float = 0.0) -> str:
 
 
 def test_env_list_shows_the_cached_environment(uv_env, old_sklearn_model):  # noqa: F811
-    env, _ = uv_env
+    env = current_env(old_sklearn_model)
     proc = run("env", "list")
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr.startswith(f"cache: {os.environ[cache.CACHE_ENV]}")

@@ -45,7 +45,12 @@ _log = logging.getLogger(__name__)
 @dataclasses.dataclass(frozen=True)
 class Environment:
     """A built, checked environment: its ``key``, ``root`` directory, ``python`` (the absolute path of
-    its interpreter), ``manager`` (``uv`` or ``virtualenv``) and the ``manifest`` written at build."""
+    its interpreter), ``manager`` (``uv`` or ``virtualenv``) and the ``manifest`` written at build.
+
+    Run ``python`` with ``-P`` or ``-I`` (or from another directory): ``python -c``/``-m`` put the current
+    directory first on ``sys.path``, and in a modelfmt checkout that imports the checkout's modelfmt
+    instead of the environment's.
+    """
 
     key: str
     root: str
