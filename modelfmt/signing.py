@@ -270,8 +270,10 @@ def _signer(bundle: dict[str, Any]) -> dict[str, Any]:
         return {"kind": "key", "fingerprint": hint or None}
     chain = (material.get("x509CertificateChain") or {}).get("certificates")
     if chain:
-        from cryptography import x509
-
+        try:
+            from cryptography import x509
+        except ImportError:  # no sign extra here (modelfmt info in a slim image): what needs no parsing
+            return {"kind": "certificate", "fingerprint": None}
         try:
             leaf = x509.load_der_x509_certificate(base64.b64decode(chain[0]["rawBytes"]))
         except (ValueError, KeyError, TypeError) as e:
@@ -319,9 +321,9 @@ def verify_signature(
             f"model {model} is unsigned (no {SIGNATURE_FILE}) and a signature is required; "
             "sign it with `modelfmt sign MODEL --private-key KEY.pem`"
         )
+    verifying = _model_signing().verifying.Config()  # first: the key checks below need its cryptography
     bundle = _read_bundle(sig)
     signer = _signer(bundle)
-    verifying = _model_signing().verifying.Config()
     if signer["kind"] == "key":
         key, fingerprint = _pick_key(model, signer["fingerprint"], keys, chains)
         verifying.use_elliptic_key_verifier(public_key=key)
