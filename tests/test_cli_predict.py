@@ -231,4 +231,5 @@ def test_progress_bar_on_a_terminal(sklearn_model_path, diabetes, tmp_path):
         reader.join(10)
         os.close(leader)
     assert done.returncode == 0, bytes(shown)
-    assert b"/442" in shown and b"100%" in shown and b"rows/s" in shown, bytes(shown)  # tqdm: rows of the file
+    # tqdm: rows of the file (the bar is cleared at the end, so the last state drawn depends on timing)
+    assert b"/442 [" in shown and b"rows/s]" in shown, bytes(shown)
