@@ -389,3 +389,22 @@ def test_an_altered_signature_file_is_refused(model, keys):
         json.dump(bundle, f)
     with pytest.raises(SignatureError, match="does not verify with key .*: the signature file was altered"):
         open_model(model, public_key=keys["P-256"][1])
+
+
+def test_without_the_sign_extra_a_required_signature_is_refused(marked, keys):
+    path, marker = marked
+    hide = (
+        "import sys\n"
+        "class _Hide:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] in ('model_signing', 'cryptography', 'OpenSSL'):\n"
+        "            raise ImportError(f'No module named {name!r}')\n"
+        "sys.meta_path.insert(0, _Hide())\n"
+        "from modelfmt.cli import main\n"
+        "main(sys.argv[1:])\n"
+    )
+    out = subprocess.run([sys.executable, "-P", "-c", hide, "verify", path, "--public-key", keys["P-256"][1]],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode in (1, 2), out.stderr
+    assert "need the model-signing library: install modelfmt's sign extra: pip install 'modelfmt[sign]'" in out.stderr
+    assert not os.path.exists(marker)
