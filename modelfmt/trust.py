@@ -199,7 +199,8 @@ def _risks(opened: OpenedModel) -> list[tuple[bool, str]]:
                                   "whoever made the model"))
         elif loader and loader not in _KNOWN_LOADERS:
             out.append((False, f"loaded by the flavor plugin {loader!r}: what its loader runs is up to that plugin"))
-    for code in _unique(c.get("code") for c in flavors.values() if isinstance(c, dict) and c.get("code")):
+    # open_model has checked that every ``code`` field is a relative path inside the model
+    for code in _unique(str(c["code"]) for c in flavors.values() if isinstance(c, dict) and c.get("code")):
         if os.path.isdir(os.path.join(opened.path, code)):
             out.append((True, f"imports {code}/ (put first on sys.path): Python files shipped with the model "
                               "run when the model imports them"))
