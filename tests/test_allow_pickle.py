@@ -209,3 +209,14 @@ def test_the_cli_refuses_with_one_line(trapped_sklearn, marker, tmp_path):
     (line,) = out.stderr.strip().splitlines()
     assert line.startswith("modelfmt: error: refusing to load") and "MODELFMT_ALLOW_PICKLE=true" in line
     assert not os.path.exists(marker)
+
+
+def test_serve_refuses_to_start_on_a_pickled_model(trapped_sklearn, marker):
+    from modelfmt.serving.testing import free_port
+
+    env = {**os.environ, trust.ALLOW_PICKLE_ENV: "false"}
+    out = subprocess.run([sys.executable, "-m", "modelfmt", "serve", trapped_sklearn, "--port", str(free_port()),
+                          "--workers", "1"], capture_output=True, text=True, timeout=120, env=env)
+    assert out.returncode != 0
+    assert "cannot load the model: refusing to load" in out.stderr and "MODELFMT_ALLOW_PICKLE=false" in out.stderr
+    assert not os.path.exists(marker)
