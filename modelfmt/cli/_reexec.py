@@ -42,10 +42,9 @@ def run_in_model_environment(opened: OpenedModel) -> None:
     argv = state.argv if state is not None else None
     environment = ensure_environment(opened, manager)
     args = local_args(sys.argv[1:] if argv is None else argv)
-    cmd = [environment.python, "-m", "modelfmt", *args]
+    # -I: neither PYTHONPATH nor the current directory (a checkout holding modelfmt/) shadow the environment's.
+    cmd = [environment.python, "-I", "-m", "modelfmt", *args]
     env = dict(os.environ, MODELFMT_ENV_MANAGER="local", **{RESTORED_ENV: environment.root})
-    for name in ("PYTHONPATH", "PYTHONHOME"):  # this interpreter's packages must not shadow the environment's
-        env.pop(name, None)
     if argv is None:
         sys.stdout.flush()
         sys.stderr.flush()

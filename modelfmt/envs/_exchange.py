@@ -151,7 +151,7 @@ def _encode_frame(df: Any, parts: list[Any]) -> dict:
         desc["columns"] = [n if isinstance(n, _JSON_SCALARS) else str(n) for n in names]
         df = df.set_axis([f"_{i}" for i in range(len(names))], axis=1)
     # Columns of Python objects (strings, mostly): pandas 3 reads Arrow strings back as its str dtype.
-    desc["object"] = [str(c) for c, t in zip(df.columns, df.dtypes, strict=True) if getattr(t, "kind", None) == "O"]
+    desc["object"] = [str(c) for c, t in zip(df.columns, df.dtypes, strict=True) if str(t) == "object"]
     try:
         table = pa.Table.from_pandas(df, preserve_index=None)
     except (pa.ArrowException, ValueError, TypeError) as e:
@@ -162,10 +162,13 @@ def _encode_frame(df: Any, parts: list[Any]) -> dict:
 
 
 def _decode_frame(desc: dict, parts: list[bytes]) -> Any:
-    df = _read_table(parts[desc["part"]]).to_pandas()
+    table = _read_table(parts[desc["part"]])
+    df = table.to_pandas()
     for c in desc.get("object", ()):
-        if df[c].dtype != object:
-            df[c] = df[c].astype(object)
+        if df[c].dtype != object:  # pandas 3 made it str: the Python objects again (None stays None)
+            import pandas as pd
+
+            df[c] = pd.Series(_objects(table.column(c)), index=df.index, dtype=object)
     if "columns" in desc:
         df.columns = desc["columns"]
     return df
@@ -191,12 +194,20 @@ def _decode_array(desc: dict, parts: list[bytes]) -> Any:
     column = _read_table(parts[desc["part"]]).column(0)
     dtype = np.dtype(desc["dtype"])
     if dtype.kind == "O":
-        flat = np.empty(len(column), dtype=object)
-        for i, v in enumerate(column.to_pylist()):  # one by one: list items must not broadcast
-            flat[i] = v
+        flat = _objects(column)
     else:
         flat = column.to_numpy(zero_copy_only=False).astype(dtype, copy=False)
     return flat.reshape(desc["shape"])
+
+
+def _objects(column: Any) -> Any:
+    """An Arrow column as a numpy array of Python objects."""
+    import numpy as np
+
+    flat = np.empty(len(column), dtype=object)
+    for i, v in enumerate(column.to_pylist()):  # one by one: list items must not broadcast
+        flat[i] = v
+    return flat
 
 
 def _encode_arrow_scalar(value: Any, parts: list[Any]) -> dict:

@@ -61,7 +61,7 @@ class _Worker:
         self.tail: collections.deque[str] = collections.deque(maxlen=_TAIL_LINES)
         try:
             self.proc = subprocess.Popen(
-                [python, "-m", "modelfmt.envs._worker"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                [python, "-I", "-u", "-m", "modelfmt.envs._worker"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE, env=env, close_fds=True,
             )
         except OSError as e:
@@ -89,8 +89,8 @@ class _Worker:
             raise EOFError("the scorer closed its output")
         return answer
 
-    def ended(self) -> str:
-        """How the process ended (waited for briefly), and what it printed last."""
+    def ended(self, note: str = "") -> str:
+        """How the process ended (waited for briefly), ``note``, and what it printed last."""
         try:
             rc = self.proc.wait(timeout=_STOP_SECONDS)
         except subprocess.TimeoutExpired:
@@ -105,7 +105,7 @@ class _Worker:
         else:
             how = f"exited with code {rc}"
         tail = "\n".join(list(self.tail)[-10:]).strip()
-        return how + (f"; its last output:\n{tail}" if tail else " and printed nothing")
+        return how + note + (f"; its last output:\n{tail}" if tail else "; it printed nothing")
 
     def kill(self) -> None:
         if self.proc.poll() is None:
@@ -172,9 +172,8 @@ class RestoredModel:
         env = dict(os.environ)
         env["MODELFMT_ENV_MANAGER"] = "local"  # the worker is the environment: no environment inside it
         env["MODELFMT_RESTORED_ENV"] = str(getattr(self.environment, "root", ""))
-        env["PYTHONUNBUFFERED"] = "1"  # its stderr reaches us line by line
-        env.pop("PYTHONPATH", None)  # the caller's packages must not shadow the environment's
-        env.pop("PYTHONHOME", None)
+        # Started with -I (no PYTHONPATH, no current directory on sys.path: the caller's packages, or a
+        # checkout it runs in, must not shadow the environment's) and -u (its stderr reaches us line by line).
         return env
 
     def _start(self) -> _Worker:
@@ -231,8 +230,8 @@ class RestoredModel:
             except (OSError, EOFError, ValueError):
                 self._holder[0] = None
                 raise ModelEnvironmentError(
-                    f"the model's scorer in {self._where()} {worker.ended()}\n"
-                    "(the next call starts a new one)"
+                    f"the model's scorer in {self._where()} "
+                    f"{worker.ended(' while scoring (the next call starts a new one)')}"
                 ) from None
         if not answer.get("ok"):
             raise decode_error(answer["error"], _load_failure(self._where())) from _remote(answer["error"])
