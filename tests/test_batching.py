@@ -595,3 +595,18 @@ def test_failing_metrics_never_fail_a_request(estimator):
     results = run_concurrently(batcher, scorer, [(frame(float(n)), None) for n in range(4)])
     for n, got in enumerate(results):
         np.testing.assert_array_equal(got, estimator.predict(frame(float(n))))
+
+
+def test_sklearn_answers_merged_and_split_are_exactly_each_requests_own(sklearn_model_path, diabetes):
+    """Merged frames go through the sklearn fast path too: each request's part is its answer alone, the same
+    dtype and shape, equal up to the last bit's rounding (BLAS sums a matrix of other shape: the same
+    happens in-line when the rows are scored within a bigger frame)."""
+    runtime = Runtime.load(sklearn_model_path)
+    prepared = [runtime.prepare_input(diabetes[0].iloc[n : n + 1 + n % 4]) for n in range(0, 60, 6)]
+    merged = merge([p.data for p in prepared])
+    assert runtime.model._impl._fast.array(merged) is not None
+    parts = split(runtime._call(merged, None), [p.rows for p in prepared], merged)
+    for part, p in zip(parts, prepared, strict=True):
+        alone = runtime._call(p.data, None)
+        assert part.dtype == alone.dtype and part.shape == alone.shape
+        np.testing.assert_allclose(part, alone, rtol=1e-13, atol=0)
