@@ -68,10 +68,12 @@ def serve(model: str, host: str, port: int, server: str, workers: int | None, th
     and the logs go down to debug.
     """
     from modelfmt.cli import debug_enabled, opening_options
+    from modelfmt.cli._reexec import run_in_model_environment
     from modelfmt.open import open_model
     from modelfmt.serving.server import batch_config, run
 
     opened = open_model(model, **opening_options())  # a wrong path fails here, in one line, before any worker starts
+    run_in_model_environment(opened)  # --env-manager uv: the server itself runs in the model's environment
     run(opened, server=server, host=host, port=port, workers=workers, threads=threads, timeout=timeout,
         max_body_size=max_body_size, debug=debug_enabled(), access_log=access_log,
         batching=batch_config(max_batch_rows, max_batch_wait))
