@@ -14,9 +14,11 @@ Points: a 1-row `dataframe_split` body (V2 tensor for MLServer) at c=1, 8, 32; 1
 100,000 rows at c=1: modelfmt with an Arrow IPC body (and JSON), MLflow's JSON formats (split and
 column `inputs`: the fastest counts), MLServer's V2 JSON; and c=1 with modelfmt's batching on vs off.
 Rounds are interleaved (every target runs each point once per round, in rotating order); before each
-point the bench waits for a quiet machine (1-minute load average below --max-load, at most --max-wait
-seconds) and prints the load. The table gives medians, the spread (min-max) across rounds, ratios of
-medians, p99, and every non-2xx answer or socket error (a run with any is a failed run, marked FAILED).
+point the bench waits for a quiet machine (1-minute load average below --max-load, or a 1 s sample of
+the CPUs under 15% busy, since the previous point's own load stays in that average for a minute; at
+most --max-wait seconds) and prints the load. The table gives medians, the spread (min-max) across
+rounds, ratios of medians, p99, and every non-2xx answer or socket error (a run with any is a failed
+run, marked FAILED).
 
     make bench-venvs                              # bench/.venv-mlflow and bench/.venv-mlserver, once
     .venv/bin/python bench/serve.py               # the full run: 3 rounds, about 15-20 minutes
@@ -364,14 +366,30 @@ def load_average() -> float:
         return float(f.read().split()[0])
 
 
-def wait_quiet(max_load: float, max_wait: float) -> float:
-    """Wait until the 1-minute load average is below ``max_load`` (at most ``max_wait`` s); the load then."""
+def _cpu_busy(seconds: float = 1.0) -> float:
+    """The fraction of CPU time not idle over ``seconds``, from /proc/stat."""
+
+    def sample() -> tuple[int, int]:
+        with open("/proc/stat") as f:
+            fields = [int(x) for x in f.readline().split()[1:]]
+        return sum(fields), fields[3] + fields[4]  # idle + iowait
+
+    total0, idle0 = sample()
+    time.sleep(seconds)
+    total1, idle1 = sample()
+    return 1.0 - (idle1 - idle0) / max(1, total1 - total0)
+
+
+def wait_quiet(max_load: float, max_wait: float, max_busy: float = 0.15) -> tuple[float, float]:
+    """Wait for a quiet machine, at most ``max_wait`` s: the 1-minute load average below ``max_load``, or
+    (since the previous point's own load lingers in that average for a minute) a 1 s sample with the CPUs
+    busy less than ``max_busy``. Returns (load average, busy fraction) when it stopped waiting."""
     deadline = time.monotonic() + max_wait
-    load = load_average()
-    while load >= max_load and time.monotonic() < deadline:
-        time.sleep(2)
+    while True:
+        busy = _cpu_busy()
         load = load_average()
-    return load
+        if load < max_load or busy < max_busy or time.monotonic() >= deadline:
+            return load, busy
 
 
 def check_answers(servers: list[Server], sets: dict) -> None:
@@ -406,8 +424,9 @@ def run_points(pts: list[dict], sets: dict, args: argparse.Namespace, lua: str) 
     for r in range(args.rounds):
         for p in pts:
             for mode in ("keep-alive", "close"):
-                load = wait_quiet(args.max_load, args.max_wait)
-                print(f"round {r + 1} {p['label']} ({mode}); load average {load:.2f}", flush=True)
+                load, busy = wait_quiet(args.max_load, args.max_wait)
+                print(f"round {r + 1} {p['label']} ({mode}); load average {load:.2f}, CPUs {busy:.0%} busy",
+                      flush=True)
                 runs = p["runs"] if r % 2 == 0 else p["runs"][::-1]
                 shift = r % max(1, len(runs))
                 for s, label, kind, ctype in runs[shift:] + runs[:shift]:
