@@ -16,6 +16,7 @@ their spread (the lowest and highest ratio within one round).
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import os
 import shutil
@@ -245,7 +246,9 @@ def main():
 
     from modelfmt.serving.spark.udf import spark_udf
 
-    model_path = os.path.join(tempfile.mkdtemp(prefix="bench-spark-"), "elasticnet")
+    work = tempfile.mkdtemp(prefix="bench-spark-")
+    atexit.register(shutil.rmtree, work, True)  # the saved model, removed when the run ends
+    model_path = os.path.join(work, "elasticnet")
     estimator = save_model(model_path)
     mlflow = None if args.no_mlflow else MlflowSide(model_path, args.rows)
     spark = session()
