@@ -60,18 +60,34 @@ def modelfmt_wheel(dest: str, wheel: str | None = None) -> str:
     return wheel_from_source(root, dest) if root else wheel_from_installed(dest)
 
 
+_FINGERPRINT_MODULE = "_fingerprint"  # modelfmt/_fingerprint.py, written into wheels built from a checkout
+
+
 def fingerprint() -> str:
     """A digest of the modelfmt a wheel would be made of, without building it: the checkout's package
-    sources and ``pyproject.toml`` (an editable install), or the installed distribution's ``RECORD``
-    (which lists every file's hash). A changed checkout gives another fingerprint."""
-    digest = hashlib.sha256()
-    root = source_tree()
-    if root is None:
-        from importlib import metadata
+    sources and ``pyproject.toml`` (an editable install). A changed checkout gives another fingerprint.
 
-        dist = metadata.distribution("modelfmt")
-        digest.update(f"{dist.version}\0{dist.read_text('RECORD') or ''}".encode())
-        return digest.hexdigest()
+    A wheel built from a checkout carries that checkout's fingerprint, so the modelfmt installed from it
+    (in a model's environment, in an image) answers the same; another installed modelfmt answers a
+    digest of its distribution's ``RECORD`` (which lists every file's hash).
+    """
+    root = source_tree()
+    if root is not None:
+        return tree_fingerprint(root)
+    import importlib
+    from importlib import metadata
+
+    try:
+        return str(importlib.import_module(f"modelfmt.{_FINGERPRINT_MODULE}").FINGERPRINT)
+    except (ImportError, AttributeError):
+        pass
+    dist = metadata.distribution("modelfmt")
+    return hashlib.sha256(f"{dist.version}\0{dist.read_text('RECORD') or ''}".encode()).hexdigest()
+
+
+def tree_fingerprint(root: str) -> str:
+    """The fingerprint of the modelfmt checkout (or copy of one) at ``root``."""
+    digest = hashlib.sha256()
     for path in _source_files(root):
         digest.update(os.path.relpath(path, root).encode() + b"\0")
         with open(path, "rb") as f:
@@ -112,6 +128,9 @@ def wheel_from_source(root: str, dest: str) -> str:
     os.makedirs(dest, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="modelfmt-src-") as tmp:
         copy_sources(root, tmp)
+        digest = tree_fingerprint(tmp)  # before the file below exists
+        with open(os.path.join(tmp, "modelfmt", f"{_FINGERPRINT_MODULE}.py"), "w", encoding="utf-8") as f:
+            f.write(f'"""The fingerprint of the sources this wheel was built from."""\n\nFINGERPRINT = "{digest}"\n')
         out = os.path.join(tmp, "_wheel")
         env = dict(os.environ, SOURCE_DATE_EPOCH=str(_EPOCH))
         proc = _pip(["wheel", "--no-deps", "--no-build-isolation", "-q", "-w", out, "."], cwd=tmp, env=env)
