@@ -57,7 +57,7 @@ SAVE_SCRIPT = textwrap.dedent(
     """
     import json, os, sys
     import numpy as np, pandas as pd, sklearn
-    from sklearn.linear_model import LogisticRegression
+    from sklearn.ensemble import RandomForestClassifier
     from modelfmt.flavors import pyfunc, sklearn as sk_flavor
     from modelfmt.infer import infer_signature
 
@@ -65,7 +65,9 @@ SAVE_SCRIPT = textwrap.dedent(
     rng = np.random.default_rng(7)
     X = pd.DataFrame(rng.normal(size=(60, 3)), columns=["a", "b", "c"])
     y = (X["a"] + 0.5 * X["b"] - X["c"] > 0).astype("int64")
-    clf = LogisticRegression(C=0.3).fit(X, y)
+    # A forest: its answers do not depend on the input's memory layout (a linear model's last bits do,
+    # and a frame decoded from JSON is laid out unlike one read from CSV).
+    clf = RandomForestClassifier(n_estimators=7, max_depth=4, random_state=0).fit(X, y)
     sk_flavor.save_model(clf, os.path.join(out, "sk"), serialization_format="cloudpickle",
                          pyfunc_predict_fn="predict_proba", signature=infer_signature(X, clf.predict_proba(X)),
                          input_example=X.head(3), pip_requirements=reqs)
@@ -110,7 +112,7 @@ SAVE_SCRIPT = textwrap.dedent(
 
 @functools.cache
 def saved_models(base: str) -> dict[str, str]:
-    """Paths of the models saved in the scikit-learn 1.5.2 venv: ``sk`` (LogisticRegression,
+    """Paths of the models saved in the scikit-learn 1.5.2 venv: ``sk`` (RandomForestClassifier,
     predict_proba), ``probe`` (answers where it runs), ``echo`` (answers its input); ``X`` (CSV of the
     sk model's input) and ``expected`` (JSON: the saving venv's sklearn version and predictions)."""
     out = Path(base) / "saved-models"
