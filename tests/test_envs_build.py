@@ -109,9 +109,12 @@ def test_uv_environment_has_the_models_pins_and_this_modelfmt(uv_env, old_sklear
     assert seen["prefix"] == env.root and seen["python"] == "{}.{}".format(*sys.version_info[:2])
     assert seen["mlflow"] is False  # the model's mlflow pin was replaced by modelfmt
     # The modelfmt inside names the same sources: run there, it finds this same environment.
-    code = "import json; from modelfmt.envs.wheels import fingerprint; print(json.dumps(fingerprint()))"
-    inside = env_python(env, code)
-    assert inside == env.manifest["modelfmt"]["fingerprint"]
+    code = ("import json, sys; from modelfmt.envs import ensure_environment; from modelfmt.envs.wheels import "
+            "fingerprint; print(json.dumps([fingerprint(), ensure_environment(sys.argv[1], 'uv').root]))")
+    proc = subprocess.run([env.python, "-I", "-c", code, old_sklearn_model], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout) == [env.manifest["modelfmt"]["fingerprint"], env.root]
     assert env.manifest["replaced"] == [MLFLOW_PIN]
     assert env.manifest["python"]["source"].startswith("python_env.yaml")
     names = {d["name"].lower().replace("_", "-") for d in env.manifest["dists"].values()}

@@ -55,9 +55,9 @@ def ensure_environment(
     """
     opened = open_model(model)
     _check_manager(manager)
-    uv = uv_binary() if manager == "uv" else None
     spec = model_spec(opened)
-    python = find_python(spec.python, uv or _uv_if_installed())
+    # uv is needed to build, not to reuse: inside an environment (serve's re-exec) there is none.
+    python = find_python(spec.python, _uv_if_installed())
     fingerprint = wheels.fingerprint()
     key = environment_key(spec, python, manager, fingerprint)
     root = cache.cache_root()
@@ -68,6 +68,7 @@ def ensure_environment(
         env = _reusable(root, key, thorough)  # built meanwhile by the process we waited for
         if env is not None:
             return env
+        uv = uv_binary() if manager == "uv" else None
         return _build(opened, spec, python, manager, uv, root, key, fingerprint)
 
 
