@@ -202,10 +202,16 @@ def sign_model(
     with tempfile.TemporaryDirectory(prefix="modelfmt-sign-") as tmp:
         chain = [os.fspath(c) for c in certificate_chain]
         if chain:
+            if password:  # the library's certificate signer reads only unencrypted keys
+                raise SignatureError(
+                    f"signing with a certificate needs an unencrypted private key; {key_file!r} is encrypted"
+                )
             leaf, rest = _split_chain(key.public_key(), chain, tmp)
             config.use_certificate_signer(private_key=key_file, signing_certificate=leaf, certificate_chain=rest)
         else:
-            config.use_elliptic_key_signer(private_key=key_file, password=password)
+            # bytes, though the library's hint says str: it hands the password to cryptography as it is.
+            secret: Any = password.encode() if password else None
+            config.use_elliptic_key_signer(private_key=key_file, password=secret)
         config.set_hashing_config(_hashing_config(None, ignored_paths(model, target)))
         staged = os.path.join(tmp, SIGNATURE_FILE)
         try:

@@ -408,3 +408,15 @@ def test_without_the_sign_extra_a_required_signature_is_refused(marked, keys):
     assert out.returncode in (1, 2), out.stderr
     assert "need the model-signing library: install modelfmt's sign extra: pip install 'modelfmt[sign]'" in out.stderr
     assert not os.path.exists(marker)
+
+
+def test_an_encrypted_private_key(model, tmp_path):
+    key = ec.generate_private_key(ec.SECP384R1())
+    encrypted = tmp_path / "encrypted.pem"
+    encrypted.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                            serialization.BestAvailableEncryption(b"s3cret")))
+    with pytest.raises(SignatureError, match=r"it is encrypted: give its password \(MODELFMT_KEY_PASSWORD\)"):
+        signing.sign_model(model, encrypted)
+    out = run("sign", model, "--private-key", str(encrypted), env={"MODELFMT_KEY_PASSWORD": "s3cret"})
+    assert out.returncode == 0, out.stderr
+    assert signing.signature_state(model)["fingerprint"] == signing.key_fingerprint(key.public_key())
