@@ -89,23 +89,27 @@ def test_env_prune_older_than_keeps_recent_and_locked(uv_env, tmp_path):  # noqa
     old = _copy_env(env, root, "0" * 20, days_ago=3)
     recent = _copy_env(env, root, "1" * 20)
     locked_old = _copy_env(env, root, "2" * 20, days_ago=5)
+    used_old = _copy_env(env, root, "4" * 20, days_ago=5)
     (root / f".build-{'3' * 20}-x1").mkdir()  # an interrupted build: no process holds its lock
-    fd = os.open(str(root / f"{'2' * 20}.lock"), os.O_RDWR | os.O_CREAT)
+    building = os.open(str(root / f"{'2' * 20}.lock"), os.O_RDWR | os.O_CREAT)
+    fcntl.flock(building, fcntl.LOCK_EX)  # another process is checking (or building) this one
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)  # another process is using (checking, building) this one
+        cache.hold(cache.load(str(root), "4" * 20))  # and this process uses that one, as a server would
         proc = run("env", "prune", "--older-than", "2", cache_dir=root)
     finally:
-        os.close(fd)
+        os.close(building)
+        os.close(cache._HELD.pop(used_old))
     assert proc.returncode == 0, proc.stderr
     assert f"removed {'0' * 20} (/models/0000, " in proc.stdout
     assert f"removed .build-{'3' * 20}-x1 (left by an interrupted build)" in proc.stdout
-    assert f"kept {'2' * 20}: another process holds its lock" in proc.stderr
-    assert "modelfmt: removed 1 environment(s), freed " in proc.stderr and "kept 1 in use" in proc.stderr
-    assert not os.path.exists(old) and os.path.isdir(recent) and os.path.isdir(locked_old)
+    assert f"kept {'2' * 20}: another process is building or checking it" in proc.stderr
+    assert f"kept {'4' * 20}: a running process uses it" in proc.stderr
+    assert "modelfmt: removed 1 environment(s), freed " in proc.stderr and "kept 2 in use" in proc.stderr
+    assert not os.path.exists(old) and all(os.path.isdir(p) for p in (recent, locked_old, used_old))
     assert not [n for n in os.listdir(root) if n.startswith((".build-", ".trash-"))]
     assert os.path.isfile(os.path.join(env.site_packages, "sklearn", "__init__.py"))  # the links' source is intact
     # Without --older-than: every one goes.
     proc = run("env", "prune", cache_dir=root)
-    assert proc.returncode == 0 and "removed 2 environment(s)" in proc.stderr, proc.stderr
+    assert proc.returncode == 0 and "removed 3 environment(s)" in proc.stderr, proc.stderr
     listed = run("env", "list", cache_dir=root)
     assert listed.returncode == 0 and listed.stdout == "" and "no cached environments" in listed.stderr

@@ -98,7 +98,7 @@ def env_list() -> None:
               help="Remove only environments not used for DAYS days (default: remove every one).")
 def env_prune(days: float | None) -> None:
     """Remove cached environments (all, or those unused for --older-than DAYS), and leftovers of
-    interrupted builds. An environment another process is building or checking right now is kept."""
+    interrupted builds. An environment that a running process uses, or is building or checking, is kept."""
     from modelfmt.envs import cache
 
     root = cache.cache_root()
@@ -108,13 +108,14 @@ def env_prune(days: float | None) -> None:
         if cutoff is not None and cache.last_used(env.root) >= cutoff:
             continue
         size = cache.size_of(env.root)
-        if cache.remove(root, env.key):
+        why = cache.remove(root, env.key)
+        if why is None:
             removed += 1
             freed += size
             click.echo(f"removed {env.key} ({env.manifest.get('model')}, {_size(size)})")
         else:
             kept += 1
-            click.echo(f"kept {env.key}: another process holds its lock", err=True)
+            click.echo(f"kept {env.key}: {why}", err=True)
     for path in cache.stale_builds(root):
         freed += cache.size_of(path)
         cache.discard(path)

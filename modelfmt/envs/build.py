@@ -103,6 +103,7 @@ def _reusable(root: str, key: str, thorough: bool) -> Environment | None:
     broken = cache.check(env, thorough)
     if broken is None:
         cache.touch(env)
+        cache.hold(env)
         return env
     _log.warning("the cached environment %s is broken (%s): building it again", env.root, broken)
     return None
@@ -161,6 +162,7 @@ def _build(
     if env is None:  # pragma: no cover - we just wrote it
         raise ModelEnvironmentError(f"the environment built at {final} has no readable manifest")
     cache.touch(env)
+    cache.hold(env)
     _log.info("built the model's environment %s in %.1f s", final, time.monotonic() - started)
     return env
 

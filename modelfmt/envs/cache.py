@@ -6,6 +6,7 @@ Layout, under ``$MODELFMT_ENV_CACHE`` or ``$XDG_CACHE_HOME/modelfmt/envs`` or ``
     <key>/modelfmt-env.json its manifest: what it was built from and every distribution it holds
     <key>/.last-used        touched at each reuse (``modelfmt env list``, ``env prune --older-than``)
     <key>.lock              flock'ed while the environment is built, checked or removed
+    <key>.use               flock'ed (shared) by every process that uses the environment: prune keeps it
     .build-<key>-*/         an environment being built (renamed to <key>/ when complete)
     .wheels/<digest>/       wheels of modelfmt, one per source fingerprint
 
@@ -224,6 +225,41 @@ def _dist(info: str) -> str:
     return f"{name} {version}"
 
 
+_HELD: dict[str, int] = {}  # environment root -> the fd of its shared "in use" flock, held until exit
+
+
+def hold(env: Environment) -> None:
+    """Mark ``env`` as used by this process until it exits (a shared ``flock`` on ``<key>.use``), so
+    ``env prune`` keeps it. The descriptor is not inherited across ``exec``."""
+    if env.root in _HELD:
+        return
+    try:
+        fd = os.open(os.path.join(os.path.dirname(env.root), f"{env.key}.use"), os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError:  # a read-only cache: nothing prunes it either
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError:  # being removed right now
+        os.close(fd)
+        return
+    _HELD[env.root] = fd
+
+
+def in_use(root: str, key: str) -> bool:
+    """Whether a running process holds environment ``key`` (:func:`hold`)."""
+    try:
+        fd = os.open(os.path.join(root, f"{key}.use"), os.O_RDWR)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
+
+
 def touch(env: Environment) -> None:
     """Record a use of ``env`` now (what ``env prune --older-than`` goes by)."""
     path = os.path.join(env.root, LAST_USED)
@@ -246,7 +282,7 @@ def last_used(env_dir: str) -> float:
 # -- listing and removing -----------------------------------------------------------------------
 def entries(root: str) -> list[Environment]:
     """Every complete environment in the cache ``root``, newest use first."""
-    found = [load(root, n) for n in os.listdir(root) if not n.startswith(".") and not n.endswith(".lock")]
+    found = [load(root, n) for n in os.listdir(root) if not n.startswith(".") and not n.endswith((".lock", ".use"))]
     return sorted((e for e in found if e), key=lambda e: -last_used(e.root))
 
 
@@ -264,15 +300,18 @@ def size_of(path: str) -> int:
     return total
 
 
-def remove(root: str, key: str) -> bool:
-    """Remove entry ``key`` unless another process holds its lock; ``True`` when removed. The entry is
-    first renamed out of its place, so nothing sees it half-deleted."""
+def remove(root: str, key: str) -> str | None:
+    """Remove entry ``key``; ``None`` when removed, else why it was kept: another process is building
+    or checking it (its lock), or uses it (:func:`hold`). The entry is first renamed out of its place,
+    so nothing sees it half-deleted."""
     with locked(root, key, wait=False) as got:
         if not got:
-            return False
-        # The lock file stays: unlinking it while another process opens it would give two locks.
+            return "another process is building or checking it"
+        if in_use(root, key):
+            return "a running process uses it"
+        # The lock files stay: unlinking one while another process opens it would give two locks.
         discard(os.path.join(root, key))
-    return True
+    return None
 
 
 def discard(path: str) -> None:
