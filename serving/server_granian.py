@@ -18,6 +18,7 @@ import logging
 import os
 import signal
 import socket
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -32,6 +33,24 @@ ACCESS_LOG_FORMAT = '[%(time)s] %(addr)s "%(method)s %(path)s %(protocol)s" %(st
 _access = logging.getLogger("granian.access")
 
 
+class _AccessLog:
+    """The access line of a request the watchdog answered 504 (granian never logs those), in granian's
+    format; nothing with ``--no-access-log``."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+
+    def access(self, resp: Any, headers: Any, environ: dict, request_time: Any) -> None:
+        if not self.enabled:
+            return
+        _access.info(ACCESS_LOG_FORMAT, {
+            "time": time.strftime("%Y-%m-%d %H:%M:%S %z"), "addr": environ.get("REMOTE_ADDR", "-"),
+            "method": environ.get("REQUEST_METHOD", "-"), "path": environ.get("PATH_INFO", "-"),
+            "protocol": environ.get("SERVER_PROTOCOL", "-"), "status": int(resp.status.split()[0]),
+            "dt_ms": request_time.total_seconds() * 1000,
+        })
+
+
 class _Worker:
     """What :mod:`modelfmt.serving.timeouts` asks of a worker, for a granian worker process."""
 
@@ -39,15 +58,8 @@ class _Worker:
     # have not reached the app yet, and it gives no count of them.
     retire_grace = 1.0
 
-    class log:  # noqa: N801 - the attribute timeouts reads, as on a gunicorn worker
-        @staticmethod
-        def access(resp: Any, headers: Any, environ: dict, request_time: Any) -> None:
-            """One access-log line for a request the watchdog answered (granian never logs those)."""
-            _access.info(
-                '[-] %s "%s %s %s" %s %.0fms', environ.get("REMOTE_ADDR", "-"), environ.get("REQUEST_METHOD"),
-                environ.get("PATH_INFO"), environ.get("SERVER_PROTOCOL"), resp.status.split()[0],
-                request_time.total_seconds() * 1000,
-            )
+    def __init__(self, access_log: bool) -> None:
+        self.log = _AccessLog(access_log)
 
     @staticmethod
     def handle_exit(sig: int, frame: Any) -> None:
@@ -55,7 +67,7 @@ class _Worker:
         os.kill(os.getpid(), signal.SIGTERM)
 
 
-def _loader(opened: OpenedModel, app_options: dict, timeout: float) -> Callable[[], Callable]:
+def _loader(opened: OpenedModel, app_options: dict, timeout: float, access_log: bool) -> Callable[[], Callable]:
     def load() -> Callable:
         # In the worker, after fork: the watchdog thread and the model belong to this process.
         import gc
@@ -64,7 +76,7 @@ def _loader(opened: OpenedModel, app_options: dict, timeout: float) -> Callable[
 
         app = create_app(opened, **app_options)
         _pass_responder()
-        timeouts.WORKER = _Worker()
+        timeouts.WORKER = _Worker(access_log)
         gc.collect()
         gc.freeze()  # as under gunicorn: the loaded model stays out of every later collection
         return TimeoutGuard(app, timeout)
@@ -154,7 +166,7 @@ def run_granian(
         respawn_failed_workers=True,
         workers_kill_timeout=max(1, min(1800, int(timeout) + 5)),
     )
-    server.serve(target_loader=_loader(opened, app_options, timeout), wrap_loader=False)
+    server.serve(target_loader=_loader(opened, app_options, timeout, access_log), wrap_loader=False)
 
 
 def _log_config() -> dict:

@@ -296,6 +296,8 @@ def test_timeout_gets_504_and_the_worker_is_replaced(chaos):
     assert len(now) == 2 and len(now - before) == 1, (before, now)
     for _ in range(6):
         assert predictions(post(chaos, {"inputs": {"x": [3.0]}})) == [3.0]
+    with open(chaos.log_path) as f:  # the 504 has its access line too, in the engine's format
+        assert '"POST /invocations HTTP/1.1" 504' in f.read()
 
 
 def test_ping_is_503_when_the_model_fails_its_own_input_example(tmp_path):
