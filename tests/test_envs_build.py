@@ -24,7 +24,7 @@ import yaml
 from modelfmt.envs import cache
 from modelfmt.envs.build import COMPILE_ENV, ensure_environment, environment_key
 from modelfmt.envs.pythons import Interpreter
-from modelfmt.envs.requirements import EnvSpec, model_spec, overlap
+from modelfmt.envs.requirements import EnvSpec, check_conflicts, model_spec, overlap
 from modelfmt.errors import FlavorError, ModelEnvironmentError
 from modelfmt.open import open_model
 
@@ -196,6 +196,12 @@ def _set_python(version):
     return edit
 
 
+def test_pins_for_another_python_are_not_conflicts():
+    check_conflicts(['pandas<2; python_version < "3.9"', "pandas>=2.1"], "3.11")
+    with pytest.raises(ModelEnvironmentError, match="'pandas<2; python_version >= \"3.9\"'"):
+        check_conflicts(['pandas<2; python_version >= "3.9"'], "3.11")
+
+
 def test_conflicting_pin_fails_before_anything_is_built(tmp_path, env_cache):
     model = save_linear(tmp_path / "m", extra=["pandas<2"])
     before = sorted(os.listdir(env_cache))
@@ -332,3 +338,11 @@ def test_uv_lock_is_restored_frozen(tmp_path, old_sklearn_model, monkeypatch):
     assert env.manifest["lock"] is True
     seen = env_python(env, "import json, numpy, sklearn; print(json.dumps([numpy.__version__, sklearn.__version__]))")
     assert seen == [numpy, OLD_SKLEARN]  # the lock's versions, not the requirements.txt's numpy
+
+
+def test_unwritable_cache_is_a_clear_error(tmp_path, old_sklearn_model, monkeypatch):
+    (tmp_path / "a-file").write_text("")
+    monkeypatch.setenv(cache.CACHE_ENV, str(tmp_path / "a-file" / "envs"))
+    with pytest.raises(ModelEnvironmentError, match=r"cannot create the environment cache .*a-file/envs .* set "
+                                                     r"MODELFMT_ENV_CACHE to a writable folder"):
+        ensure_environment(old_sklearn_model, "uv")

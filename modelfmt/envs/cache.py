@@ -77,7 +77,12 @@ def cache_root() -> str:
         base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
         root = os.path.join(base, "modelfmt", "envs")
     root = os.path.abspath(root)
-    os.makedirs(root, exist_ok=True)
+    try:
+        os.makedirs(root, exist_ok=True)
+    except OSError as e:
+        raise ModelEnvironmentError(
+            f"cannot create the environment cache {root} ({e.strerror}): set {CACHE_ENV} to a writable folder"
+        ) from None
     return root
 
 
@@ -94,7 +99,12 @@ def locked(root: str, key: str, wait: bool = True) -> Iterator[bool]:
     waiting when ``wait`` is false and another process holds it. Waiting gives up after
     ``$MODELFMT_ENV_LOCK_TIMEOUT`` seconds (default 1800) with an error naming the lock file."""
     path = os.path.join(root, f"{key}.lock")
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as e:
+        raise ModelEnvironmentError(
+            f"cannot build in the environment cache {root} ({e.strerror}): set {CACHE_ENV} to a writable folder"
+        ) from None
     try:
         got = _try_lock(fd)
         if not got and wait:

@@ -252,6 +252,8 @@ def check_conflicts(lines: tuple[str, ...] | list[str], python: str) -> None:
             req = Requirement(line.split(" #", 1)[0].strip())
         except InvalidRequirement:
             continue  # a URL or path line: uv or pip reports it
+        if req.marker is not None and not req.marker.evaluate({"python_version": python, "extra": ""}):
+            continue  # not installed on the model's Python
         mine = own.get(requirement_name(req.name) or req.name)
         if mine is not None and not req.url and not overlap(str(req.specifier), str(mine.specifier)):
             raise _conflict(line, mine)
