@@ -346,3 +346,12 @@ def test_unwritable_cache_is_a_clear_error(tmp_path, old_sklearn_model, monkeypa
     with pytest.raises(ModelEnvironmentError, match=r"cannot create the environment cache .*a-file/envs .* set "
                                                      r"MODELFMT_ENV_CACHE to a writable folder"):
         ensure_environment(old_sklearn_model, "uv")
+
+
+def test_failed_build_says_why_and_leaves_nothing(tmp_path, env_cache, uv_env):
+    model = save_linear(tmp_path / "m", extra=["scikit-learn==0.0.1"])
+    with pytest.raises(ModelEnvironmentError) as err:
+        ensure_environment(model, "uv")
+    assert str(err.value).startswith("uv pip install (the model's requirements and modelfmt) failed: ")
+    assert "there is no version of scikit-learn==0.0.1" in str(err.value) and ".build-" not in str(err.value)
+    assert not [n for n in os.listdir(env_cache) if n.startswith((".build-", ".trash-", ".wheel-"))]

@@ -311,5 +311,6 @@ def _manifest(
 
 
 def _tail(text: str, lines: int = 8) -> str:
-    kept = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
+    # uv's "Using Python 3.11.7 environment at: .build-..." names a folder that is gone by now.
+    kept = [ln.strip() for ln in text.strip().splitlines() if ln.strip() and not ln.startswith("Using Python")]
     return " / ".join(kept[-lines:]) or "no output"
