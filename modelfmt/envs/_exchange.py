@@ -257,8 +257,9 @@ def decode_error(info: dict, fallback: Callable[[str], Exception]) -> Exception:
     return fallback(f"{info.get('type', 'Exception')}: {info['message']}")
 
 
-def _subclasses(cls: type) -> list[type]:
-    out = [cls]
-    for sub in cls.__subclasses__():
+def _subclasses(cls: type[Any]) -> list[type[Any]]:
+    out: list[type[Any]] = [cls]
+    subs: list[type[Any]] = cls.__subclasses__()
+    for sub in subs:
         out.extend(_subclasses(sub))
     return out
