@@ -278,14 +278,22 @@ def test_bodies_over_the_limit_get_413(chaos):
     assert predictions(post(chaos, {"inputs": {"x": [1.0] * 100}})) == [1.0] * 100
 
 
-def test_timeout_gets_504_and_the_worker_is_replaced(chaos):
+def test_timeout_gets_504_and_the_worker_is_replaced(chaos, engine):
+    import time
+
     before = worker_pids(chaos.pid)
     resp = post(chaos, {"inputs": {"x": [130.0]}})  # sleeps 30 s; the timeout is 3 s
     assert resp.status_code == 504 and resp.json()["error_code"] == "REQUEST_TIMEOUT"
     assert resp.elapsed.total_seconds() < 10
+    if engine == "granian":
+        # granian's graceful stop of the retiring worker closes a connection it accepted and had not yet
+        # read (the README's known gap): send the next request once that worker is gone.
+        deadline = time.monotonic() + 30
+        while len(worker_pids(chaos.pid) & before) == 2:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
     # The other worker answers meanwhile, and a fresh worker takes the stuck one's place.
     assert predictions(post(chaos, {"inputs": {"x": [2.0]}})) == [2.0]
-    import time
 
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
