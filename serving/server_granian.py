@@ -10,6 +10,9 @@
 - Metrics: the same multiprocess directory as under gunicorn, summed over workers by ``/metrics``.
 - granian's master stops the whole server when a respawned worker dies again within 5.5 s of its start
   (its crash-loop guard): with ``--timeout`` under ~5 s, two timeouts in a row on one worker can do that.
+- The gap that keeps gunicorn the default: a worker retiring after a timeout stops through granian's
+  graceful stop, which closes, unanswered, the connections it had accepted and not yet read (gunicorn
+  leaves them in the listening socket's backlog for the next worker). ``retire_grace`` narrows it only.
 """
 
 from __future__ import annotations
