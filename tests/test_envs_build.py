@@ -8,6 +8,7 @@ and in test_cli_env.py (its cache directory is the same for both modules).
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import shutil
@@ -355,3 +356,12 @@ def test_failed_build_says_why_and_leaves_nothing(tmp_path, env_cache, uv_env):
     assert str(err.value).startswith("uv pip install (the model's requirements and modelfmt) failed: ")
     assert "there is no version of scikit-learn==0.0.1" in str(err.value) and ".build-" not in str(err.value)
     assert not [n for n in os.listdir(env_cache) if n.startswith((".build-", ".trash-", ".wheel-"))]
+
+
+def test_build_compiles_what_loading_the_model_imports_and_only_that(uv_env):
+    # MODELFMT_ENV_COMPILE unset: "warm", the model was loaded once in the new environment before
+    # the rename, so its first start does not compile (PYTHONDONTWRITEBYTECODE may be set here).
+    env, _ = uv_env
+    sk = os.path.join(env.site_packages, "sklearn")
+    assert glob.glob(os.path.join(sk, "linear_model", "__pycache__", "_base.*.pyc"))  # the model's own estimator
+    assert not glob.glob(os.path.join(sk, "cluster", "__pycache__", "_dbscan.*.pyc"))  # not imported: not compiled
