@@ -2,8 +2,8 @@
 naming a mounted file). One image, built once (minutes): it serves with the signing key and refuses to
 start with another. Reuses tests/test_docker_image.py's daemon, cleanup and build helpers.
 
-The image verifies with the model-signing library, so the model lists it in its requirements here
-(build-docker installs only what the model needs).
+The model lists only its own requirements: build-docker adds modelfmt's sign extra (model-signing)
+to the image because the model carries a model.sig.
 """
 
 from __future__ import annotations
@@ -31,7 +31,6 @@ from modelfmt.serving.testing import free_port
 from test_signing import _write_key
 
 pytestmark = pytest.mark.timeout(900)
-SIGNING_REQUIREMENTS = ["model-signing==1.1.1", "pyopenssl==26.4.0"]
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +49,7 @@ def signed_image(made, modelfmt_wheel, keys_dir, tmp_path_factory, elasticnet, d
     from modelfmt.flavors import sklearn as sk_flavor
 
     path = str(tmp_path_factory.mktemp("signed") / "model")
-    sk_flavor.save_model(elasticnet, path, input_example=diabetes[0].head(3), extra_pip_requirements=SIGNING_REQUIREMENTS)
+    sk_flavor.save_model(elasticnet, path, input_example=diabetes[0].head(3))
     signing.sign_model(path, keys_dir[1]["signer"][0])
     return _build(path, "signed", modelfmt_wheel)
 

@@ -22,6 +22,7 @@ from collections.abc import Sequence
 
 from modelfmt.environment import read_requirements, requirement_name
 from modelfmt.errors import DeployError, ModelEnvironmentError
+from modelfmt.integrity import DIGEST_FILE, SIGNATURE_FILE
 from modelfmt.model import PYFUNC_FLAVOR, Model
 from modelfmt.open import OpenedModel, open_model
 from modelfmt.trust import TRUSTED_TYPES_ENV
@@ -250,8 +251,11 @@ def _fill_context(
     wheel_dir = os.path.join(output_dir, "modelfmt-wheel")
     own = docker_wheels.modelfmt_wheel(wheel_dir, modelfmt_wheel)
     deps = os.path.join(output_dir, "wheels")
+    # A signed model is verified in the container when `docker run` gives a key (MODELFMT_PUBLIC_KEY):
+    # the image then needs the sign extra, whatever the model's own requirements say.
+    signed = os.path.exists(os.path.join(model_path, SIGNATURE_FILE))
     names = docker_wheels.resolve_wheels(
-        [*requirements, own],
+        [*requirements, own + "[sign]" if signed else own],
         deps,
         python_version=target.python_version,
         machine=target.machine,
@@ -264,7 +268,11 @@ def _fill_context(
         names.remove(name)
     with open(os.path.join(deps, "requirements.txt"), "w", encoding="utf-8") as f:
         f.write("\n".join(docker_wheels.pins_from_wheels(names)) + "\n")
-    shutil.copytree(model_path, os.path.join(output_dir, "model"), ignore=shutil.ignore_patterns("__pycache__"))
+    # A model with digests is copied as it is (a __pycache__ it lists must be there: modelfmt's loading
+    # writes none); an older one without its bytecode caches, which earlier loads may have left.
+    has_digests = os.path.exists(os.path.join(model_path, DIGEST_FILE))
+    shutil.copytree(model_path, os.path.join(output_dir, "model"),
+                    ignore=None if has_digests else shutil.ignore_patterns("__pycache__"))
     _write(os.path.join(output_dir, "entrypoint.sh"), ENTRYPOINT, 0o755)
     _write(os.path.join(output_dir, "Dockerfile"), dockerfile, 0o644)
     _normalise_modes(output_dir)
