@@ -483,3 +483,26 @@ def test_arrow_path_scores_as_the_pandas_path(spark, tmp_path, sklearn_model_pat
     data = spark.range(300).select(*[(F.rand(seed=i) - 0.5).alias(c) for i, c in enumerate(cols)])
     both = data.select(sk(*cols).alias("a"), sk(*[F.col(c) for c in cols]).alias("p")).toPandas()
     np.testing.assert_array_equal(both["a"], both["p"])
+
+
+def test_pickle_refused_on_the_driver_and_the_drivers_refusals_reach_the_workers(
+    spark, sklearn_model_path, tmp_path, monkeypatch
+):
+    from modelfmt.errors import PickleRefusedError
+    from modelfmt.open import open_model
+    from modelfmt.serving.spark import udf as udf_module
+
+    # A pickled model is refused once, here, before any task starts.
+    with pytest.raises(PickleRefusedError, match="pickle is not allowed"):
+        udf_module.spark_udf(spark, sklearn_model_path, allow_pickle=False)
+    # Executors on other machines may not see the driver's variables: what they say is shipped.
+    key = tmp_path / "k.pub"
+    key.write_text("not read here")
+    opened = open_model(sklearn_model_path)
+    monkeypatch.setenv("MODELFMT_ALLOW_PICKLE", "false")
+    monkeypatch.setenv("MODELFMT_PUBLIC_KEY", str(key))
+    shipped = udf_module._worker_options(opened)
+    assert shipped["allow_pickle"] is False and shipped["public_key"] == [str(key)]
+    monkeypatch.delenv("MODELFMT_ALLOW_PICKLE")
+    monkeypatch.delenv("MODELFMT_PUBLIC_KEY")
+    assert "allow_pickle" not in udf_module._worker_options(opened)

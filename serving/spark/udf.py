@@ -31,6 +31,8 @@ from modelfmt.open import OpenedModel, open_model
 from modelfmt.serving.spark.types import resolve_result_type, to_pandas_result
 from modelfmt.serving.spark.workers import check_worker_python
 from modelfmt.signature import Schema, TensorSpec
+from modelfmt.signing import trusted_keys
+from modelfmt.trust import caller_trusted_types, check_pickle_allowed, pickle_allowed
 from modelfmt.types import DataType
 
 _log = logging.getLogger(__name__)
@@ -63,6 +65,7 @@ def spark_udf(
     if trusted_types is not None:
         options["trusted_types"] = trusted_types
     opened = open_model(model, **options)
+    check_pickle_allowed(opened)  # refused here, once, not in every task
     path, meta = opened.path, opened.model
     rtype = resolve_result_type(result_type, meta.get_output_schema())
     checked = enforce_params(params, meta.get_params_schema())
@@ -91,13 +94,20 @@ def _driver_environment(opened: OpenedModel) -> str | None:
 
 
 def _worker_options(opened: OpenedModel) -> dict:
-    """The opening options for the workers: the driver's, with its ``MODELFMT_TRUSTED_TYPES`` added."""
-    from modelfmt.trust import caller_trusted_types
-
+    """The opening options for the workers: the driver's, with what its environment says added
+    (``MODELFMT_TRUSTED_TYPES``, ``MODELFMT_ALLOW_PICKLE=false``, ``MODELFMT_PUBLIC_KEY``): executors on
+    other machines may not see this process's variables, and must not fail open."""
     options = dict(opened.options)
     trusted = caller_trusted_types(options.get("trusted_types"))
     if trusted:
         options["trusted_types"] = trusted
+    if not pickle_allowed(options):
+        options["allow_pickle"] = False
+    keys, certificates = trusted_keys(options)
+    if keys:
+        options["public_key"] = keys
+    if certificates:
+        options["certificate"] = certificates
     return options
 
 
