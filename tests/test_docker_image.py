@@ -255,7 +255,8 @@ def test_model_only_rebuild_reuses_dependency_layers(image, sklearn_model_path, 
 
     X, y = diabetes
     other = str(tmp_path / "ridge")
-    sk_flavor.save_model(Ridge(alpha=2.0).fit(X, y), other, input_example=X.head(3))
+    # The format of the image's model (cloudpickle), so the requirements, and with them the layers, match.
+    sk_flavor.save_model(Ridge(alpha=2.0).fit(X, y), other, input_example=X.head(3), serialization_format="cloudpickle")
     tag = _build(other, "ridge", modelfmt_wheel)
     first = docker_cli.image_config(image)
     second = docker_cli.image_config(tag)

@@ -157,6 +157,16 @@ CONCURRENT = textwrap.dedent("""
 """)
 
 
+def test_build_compiles_what_loading_the_model_imports_and_only_that(uv_env):
+    # MODELFMT_ENV_COMPILE unset: "warm", the model was loaded once in the new environment before
+    # the rename, so its first start does not compile (PYTHONDONTWRITEBYTECODE may be set here). Runs
+    # before the tests that rebuild this environment uncompiled (MODELFMT_ENV_COMPILE=0).
+    env, _ = uv_env
+    sk = os.path.join(env.site_packages, "sklearn")
+    assert glob.glob(os.path.join(sk, "linear_model", "__pycache__", "_base.*.pyc"))  # the model's own estimator
+    assert not glob.glob(os.path.join(sk, "cluster", "__pycache__", "_dbscan.*.pyc"))  # not imported: not compiled
+
+
 def test_concurrent_first_runs_build_once(tmp_path, env_cache, uv_env, old_sklearn_model):
     # Not byte-compiled (MODELFMT_ENV_COMPILE=0): the lock is what this test is about, and compiling
     # is most of a build whose packages are in uv's cache already.
@@ -357,11 +367,3 @@ def test_failed_build_says_why_and_leaves_nothing(tmp_path, env_cache, uv_env):
     assert "there is no version of scikit-learn==0.0.1" in str(err.value) and ".build-" not in str(err.value)
     assert not [n for n in os.listdir(env_cache) if n.startswith((".build-", ".trash-", ".wheel-"))]
 
-
-def test_build_compiles_what_loading_the_model_imports_and_only_that(uv_env):
-    # MODELFMT_ENV_COMPILE unset: "warm", the model was loaded once in the new environment before
-    # the rename, so its first start does not compile (PYTHONDONTWRITEBYTECODE may be set here).
-    env, _ = uv_env
-    sk = os.path.join(env.site_packages, "sklearn")
-    assert glob.glob(os.path.join(sk, "linear_model", "__pycache__", "_base.*.pyc"))  # the model's own estimator
-    assert not glob.glob(os.path.join(sk, "cluster", "__pycache__", "_dbscan.*.pyc"))  # not imported: not compiled
