@@ -157,14 +157,17 @@ CONCURRENT = textwrap.dedent("""
 """)
 
 
-def test_build_compiles_what_loading_the_model_imports_and_only_that(uv_env):
-    # MODELFMT_ENV_COMPILE unset: "warm", the model was loaded once in the new environment before
-    # the rename, so its first start does not compile (PYTHONDONTWRITEBYTECODE may be set here). Runs
-    # before the tests that rebuild this environment uncompiled (MODELFMT_ENV_COMPILE=0).
+def test_the_first_process_compiles_what_it_imports_for_the_next_ones(uv_env):
+    # MODELFMT_ENV_COMPILE unset ("none"): the build compiles nothing; the environment's interpreter,
+    # run with -I as the scorer and the re-exec run it, writes the bytecode of what it imports even
+    # where PYTHONDONTWRITEBYTECODE is set, so only the first start pays for compiling.
     env, _ = uv_env
     sk = os.path.join(env.site_packages, "sklearn")
-    assert glob.glob(os.path.join(sk, "linear_model", "__pycache__", "_base.*.pyc"))  # the model's own estimator
-    assert not glob.glob(os.path.join(sk, "cluster", "__pycache__", "_dbscan.*.pyc"))  # not imported: not compiled
+    assert not glob.glob(os.path.join(sk, "cluster", "__pycache__", "_dbscan.*.pyc"))  # never imported
+    proc = subprocess.run([env.python, "-I", "-c", "import sklearn.cluster._dbscan"], capture_output=True, text=True,
+                          timeout=120, env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"})
+    assert proc.returncode == 0, proc.stderr
+    assert glob.glob(os.path.join(sk, "cluster", "__pycache__", "_dbscan.*.pyc"))
 
 
 def test_concurrent_first_runs_build_once(tmp_path, env_cache, uv_env, old_sklearn_model):
