@@ -7,7 +7,7 @@ MLFLOW_VENV ?= bench/.venv-mlflow
 MLFLOW_VERSION ?= 3.18.0
 MLFLOW_BASE_VERSION ?= 3.17.2
 
-.PHONY: demo test lint install install-test java mlflow-venv signing-venv bench-venvs docker-setup bench clean
+.PHONY: demo test lint install install-test java mlflow-venv signing-venv clients-venv bench-venvs docker-setup bench clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -63,6 +63,17 @@ $(SIGNING_VENV)/.installed: $(SIGNING_PINS)
 
 signing-venv: $(SIGNING_VENV)/.installed
 
+# The V2 and KServe clients (tritonclient, the kserve SDK) the protocol tests drive, in their own venv.
+CLIENTS_VENV ?= bench/.venv-clients
+CLIENTS_PINS := tests/requirements-clients.txt
+$(CLIENTS_VENV)/.installed: $(CLIENTS_PINS)
+	rm -rf $(CLIENTS_VENV)
+	$(PYTHON) -m venv $(CLIENTS_VENV)
+	$(CLIENTS_VENV)/bin/python -m pip --disable-pip-version-check -q install -r $(CLIENTS_PINS)
+	touch $@
+
+clients-venv: $(CLIENTS_VENV)/.installed
+
 demo: install
 	$(PY) examples/demo.py
 
@@ -80,7 +91,7 @@ lint: install-test
 	ln -s $(abspath serving) $(TYPECHECK)/modelfmt/serving
 	cd $(TYPECHECK) && $(abspath $(VENV))/bin/mypy --config-file $(abspath pyproject.toml) -p modelfmt
 
-test: lint install-test java mlflow-venv signing-venv docker-setup
+test: lint install-test java mlflow-venv signing-venv clients-venv docker-setup
 	MODELFMT_MLFLOW_PYTHON=$(abspath $(MLFLOW_VENV))/bin/python $(PY) -P -m pytest -q -p no:cacheprovider tests
 
 clean:

@@ -15,6 +15,8 @@ UNSUPPORTED_MEDIA_TYPE = "UNSUPPORTED_MEDIA_TYPE"
 NOT_ACCEPTABLE = "NOT_ACCEPTABLE"
 TEMPORARILY_UNAVAILABLE = "TEMPORARILY_UNAVAILABLE"
 INTERNAL_ERROR = "INTERNAL_ERROR"
+PERMISSION_DENIED = "PERMISSION_DENIED"
+UNAUTHENTICATED = "UNAUTHENTICATED"
 
 _HTTP_STATUS = {
     BAD_REQUEST: 400,
@@ -26,6 +28,8 @@ _HTTP_STATUS = {
     NOT_ACCEPTABLE: 406,
     TEMPORARILY_UNAVAILABLE: 503,
     INTERNAL_ERROR: 500,
+    PERMISSION_DENIED: 403,
+    UNAUTHENTICATED: 401,
 }
 
 
@@ -160,3 +164,42 @@ class PickleRefusedError(UnsafeModelError):
 
 class ModelEnvironmentError(ModelfmtError):
     """A model's environment cannot be built, checked or used (``--env-manager uv|virtualenv``)."""
+
+
+class RegistryError(ModelfmtError):
+    """A model registry request cannot be done: a bad name, version, stage or filter (400 by default);
+    the subclasses say which kind."""
+
+    error_code = INVALID_PARAMETER_VALUE
+
+
+class RegistryNotFoundError(RegistryError):
+    """A registered model, version, alias, stage or transition request that does not exist (names it)."""
+
+    error_code = RESOURCE_DOES_NOT_EXIST
+
+
+class RegistryConflictError(RegistryError):
+    """A registered model (or alias, request) that already exists, or a change that conflicts with the
+    store's state (a request that is no longer pending)."""
+
+    error_code = RESOURCE_ALREADY_EXISTS
+
+
+class RegistryUnavailableError(RegistryError):
+    """The registry cannot be reached or answered with a fault of its own (a server down, a 5xx)."""
+
+    error_code = TEMPORARILY_UNAVAILABLE
+
+
+class PermissionDeniedError(RegistryError):
+    """The authenticated user may not do this (a reader registering, an approver approving their own
+    Production request)."""
+
+    error_code = PERMISSION_DENIED
+
+
+class UnauthenticatedError(RegistryError):
+    """No credentials, or credentials the registry does not accept."""
+
+    error_code = UNAUTHENTICATED

@@ -8,8 +8,10 @@ recorded at save (:mod:`modelfmt.integrity`); the signature, when the caller req
 (:meth:`OpenedModel.add_code_to_sys_path`), imported without writing bytecode into the model.
 
 Locations go through a small resolver registry keyed by URI scheme (:func:`register_resolver`): plain
-paths and ``file:`` URIs are built in; ``models:/``, ``runs:/`` and the others are added by the modules
-that implement them, not by editing this one.
+paths and ``file:`` URIs are built in; ``models:/``, ``runs:/`` and ``mlflow-artifacts:/`` are resolved by
+:mod:`modelfmt.registry.resolver`, imported the first time such a location is opened (:data:`LAZY_RESOLVERS`).
+A resolver returns a local directory, or a :class:`~modelfmt.uris.Resolved` that also names the
+registered model and version.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from modelfmt import integrity, signing
 from modelfmt.codepath import add_code_dir
 from modelfmt.errors import INVALID_PARAMETER_VALUE, FlavorError, ModelfmtError, ModelFormatError, ModelNotFoundError
 from modelfmt.model import PYFUNC_FLAVOR, Model
+from modelfmt.uris import Resolved
 
 # The options that belong to opening a model; every flavor's load_model accepts and passes them here.
 # trusted_types: skops types trusted beyond the defaults; verify: check the recorded digests (default
@@ -34,10 +37,18 @@ from modelfmt.model import PYFUNC_FLAVOR, Model
 OPEN_OPTIONS = frozenset({"trusted_types", "verify", "public_key", "certificate", "allow_pickle", "env_manager"})
 ENV_MANAGERS = ("local", "uv", "virtualenv")
 
-Resolver = Callable[[str], "str | os.PathLike"]
-"""A resolver takes the location as written (``"models:/fraud/3"``) and returns a local model directory."""
+Resolver = Callable[[str], "str | os.PathLike | Resolved"]
+"""A resolver takes the location as written (``"models:/fraud/3"``) and returns a local model directory
+(or a :class:`~modelfmt.uris.Resolved` naming the registered version too)."""
 
 _RESOLVERS: dict[str, Resolver] = {}
+# scheme -> "module:function" of a resolver, imported on first use (``import modelfmt`` stays fast, and the
+# registry's client is loaded only by those who open registry locations).
+LAZY_RESOLVERS = {
+    "models": "modelfmt.registry.resolver:resolve_models_uri",
+    "runs": "modelfmt.registry.resolver:resolve_runs_uri",
+    "mlflow-artifacts": "modelfmt.registry.resolver:resolve_artifacts_uri",
+}
 # RFC 3986 scheme; one letter is a Windows drive (``C:\models``), never a scheme.
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]+):")
 _LOCAL_HOSTS = ("", "localhost")
@@ -48,9 +59,11 @@ class OpenedModel:
     """A resolved, checked model directory: its absolute ``path`` and its ``MLmodel`` (``model``).
 
     ``options`` are the opening options the caller gave (:data:`OPEN_OPTIONS`), passed on to the
-    flavor that loads it; ``source`` is the location as the caller wrote it. ``verified``: its files
-    were checked against the digests recorded at save, and matched. ``signed_by``: the fingerprint of the
-    key whose signature was verified, when the caller required one (else ``None``).
+    flavor that loads it; ``source`` is the location as the caller wrote it; ``registered_name`` and
+    ``registered_version`` the registered model version it resolved to (``None`` for a directory).
+    ``verified``: its files were checked against the digests recorded at save, and matched.
+    ``signed_by``: the fingerprint of the key whose signature was verified, when the caller required
+    one (else ``None``).
     """
 
     path: str
@@ -59,6 +72,8 @@ class OpenedModel:
     options: dict[str, Any] = dataclasses.field(default_factory=dict)
     verified: bool = False
     signed_by: str | None = None
+    registered_name: str | None = None
+    registered_version: str | None = None
 
     def flavor_conf(self, name: str) -> dict:
         """The ``MLmodel`` block of flavor ``name`` (a :class:`ModelFormatError` when absent)."""
@@ -109,21 +124,41 @@ def scheme_of(location: str) -> str | None:
 
 def resolve(location: str | os.PathLike) -> str:
     """The absolute local directory ``location`` names (not yet checked to be a model)."""
+    return resolve_location(location).path
+
+
+def resolve_location(location: str | os.PathLike) -> Resolved:
+    """``location`` resolved: its absolute local directory (not yet checked to be a model), and the
+    registered model name and version when it is a registry location."""
     text = os.fspath(location)
     if not isinstance(text, str):
         text = os.fsdecode(text)
     scheme = scheme_of(text)
     if scheme is None:
-        return os.path.abspath(text)
-    resolver = _RESOLVERS.get(scheme)
+        return Resolved(os.path.abspath(text))
+    resolver = _resolver(scheme)
     if resolver is None:
         if os.path.exists(text):  # a local directory that merely has a colon in its name
-            return os.path.abspath(text)
+            return Resolved(os.path.abspath(text))
+        known = sorted({*_RESOLVERS, *LAZY_RESOLVERS})
         raise ModelFormatError(
-            f"cannot open {text!r}: the {scheme!r} scheme is not supported yet; "
-            f"give a local path or one of: {', '.join(s + ':' for s in sorted(_RESOLVERS))}"
+            f"cannot open {text!r}: the {scheme!r} scheme is not supported; "
+            f"give a local path or one of: {', '.join(s + ':' for s in known)}"
         )
-    return os.path.abspath(os.fspath(resolver(text)))
+    found = resolver(text)
+    if isinstance(found, Resolved):
+        return found._replace(path=os.path.abspath(found.path))
+    return Resolved(os.path.abspath(os.fspath(found)))
+
+
+def _resolver(scheme: str) -> Resolver | None:
+    resolver = _RESOLVERS.get(scheme)
+    if resolver is None and scheme in LAZY_RESOLVERS:
+        import importlib
+
+        module, _, attr = LAZY_RESOLVERS[scheme].partition(":")
+        resolver = _RESOLVERS[scheme] = getattr(importlib.import_module(module), attr)
+    return resolver
 
 
 # -- options ------------------------------------------------------------------------------------
@@ -268,12 +303,13 @@ def open_model(location: str | os.PathLike | OpenedModel, **options: Any) -> Ope
         return _reopen(location, options)
     source = os.fspath(location)
     source = source if isinstance(source, str) else os.fsdecode(source)
-    path = resolve(source)
+    path, name, version = resolve_location(source)
     if not os.path.isdir(path):
         raise ModelNotFoundError(f"no model directory at {source!r} (a directory holding an MLmodel file)")
     model = Model.load(path)
     check_paths(path, model)
-    opened = OpenedModel(path=path, model=model, source=source, options=dict(options))
+    opened = OpenedModel(path=path, model=model, source=source, options=dict(options),
+                         registered_name=name, registered_version=version)
     if options.get("verify", True):
         opened.verified = integrity.check_digests(path)
     opened.signed_by = signing.check_required_signature(path, opened.options)

@@ -22,7 +22,7 @@ from werkzeug.exceptions import HTTPException
 
 from modelfmt.errors import ModelfmtError
 from modelfmt.jsonenc import dumps
-from modelfmt.serving.protocols import mlflow
+from modelfmt.serving.protocols import mlflow, pages, v1, v2
 
 if TYPE_CHECKING:
     from modelfmt.flavors.pyfunc import PyFuncModel
@@ -34,7 +34,7 @@ DEFAULT_MAX_BODY_SIZE = 100 * 1024 * 1024
 JSON_TYPE = "application/json"
 # The protocols mounted, in order; the first one's error body answers requests no protocol routes
 # (unknown paths, wrong methods).
-PROTOCOLS: tuple[ModuleType, ...] = (mlflow,)
+PROTOCOLS: tuple[ModuleType, ...] = (mlflow, v2, v1, pages)
 _log = logging.getLogger("modelfmt.serving")
 # error_code of the HTTP errors Flask raises itself (unknown route, wrong method...).
 _HTTP_CODES = {
@@ -64,6 +64,7 @@ def create_app(
     debug: bool = False,
     loaded: PyFuncModel | None = None,
     batching: BatchConfig | None = None,
+    model_name: str | None = None,
 ) -> Flask:
     """A Flask app scoring ``model``: a location or an :class:`~modelfmt.open.OpenedModel` (whose parsed
     ``MLmodel`` is reused), loaded now, once per process.
@@ -71,7 +72,8 @@ def create_app(
     ``max_body_size`` is the largest accepted request body in bytes; ``debug`` puts stack traces in
     500 answers; ``loaded`` is an already loaded :class:`~modelfmt.flavors.pyfunc.PyFuncModel` of
     ``model`` to serve instead of loading it again; ``batching`` the adaptive batching limits
-    (``None``: the runtime's defaults).
+    (``None``: the runtime's defaults); ``model_name`` the name the model answers to in V2 and KServe
+    routes (``None``: its registered name, else its directory's name).
     """
     from modelfmt.serving import metrics
     from modelfmt.serving.runtime import Runtime
@@ -80,7 +82,7 @@ def create_app(
     app.json = OrjsonProvider(app)
     app.config["MAX_CONTENT_LENGTH"] = max_body_size
     counters = metrics.get()
-    runtime = Runtime.load(model, loaded, batching=batching)
+    runtime = Runtime.load(model, loaded, batching=batching, model_name=model_name)
     counters.load_seconds.set(runtime.load_seconds)
     runtime.warm_up()
     app.extensions["modelfmt"] = runtime

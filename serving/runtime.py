@@ -60,7 +60,10 @@ class Runtime:
     scores once and :meth:`after_internal_error` again; ``ready`` says whether it scored the last
     time, ``not_ready_reason`` why not. ``batching`` holds the adaptive batching limits (``None``:
     :class:`~modelfmt.serving.batching.BatchConfig`'s defaults); ``batcher`` is ``None`` when this
-    model is not batched (batching off, or a model whose output is not row-aligned).
+    model is not batched (batching off, or a model whose output is not row-aligned). ``name`` and
+    ``version`` are what the model answers to in V2 and KServe routes (``version`` ``None`` for a
+    model directory); ``opened`` is the :class:`~modelfmt.open.OpenedModel` it was loaded from (when
+    known).
     """
 
     def __init__(
@@ -77,6 +80,9 @@ class Runtime:
         self.params_schema = meta.get_params_schema()
         self.example = example
         self.load_seconds = load_seconds
+        self.name = "model"
+        self.version: str | None = None
+        self.opened: OpenedModel | None = None
         self.ready = False
         self.not_ready_reason = "the model has not scored its input example yet"
         self._predict = model.predict_prepared
@@ -91,10 +97,12 @@ class Runtime:
         model: str | os.PathLike | OpenedModel,
         loaded: PyFuncModel | None = None,
         batching: BatchConfig | None = None,
+        model_name: str | None = None,
     ) -> Runtime:
         """Open and load ``model`` (a location or an :class:`~modelfmt.open.OpenedModel`, whose parsed
         ``MLmodel`` is reused) with its input example; ``loaded`` is an already loaded model to serve;
-        ``batching`` the adaptive batching limits (``None``: the defaults)."""
+        ``batching`` the adaptive batching limits (``None``: the defaults); ``model_name`` the name it
+        answers to (``None``: its registered name, else its directory's name)."""
         from modelfmt.example import load_serving_input_example
         from modelfmt.flavors.pyfunc import load_model
         from modelfmt.open import open_model
@@ -105,7 +113,11 @@ class Runtime:
             loaded = load_model(opened)
         seconds = time.perf_counter() - started
         _log.info("model %s loaded in %.2fs", opened.path, seconds)
-        return cls(loaded, load_serving_input_example(opened.path, opened.model), seconds, batching)
+        runtime = cls(loaded, load_serving_input_example(opened.path, opened.model), seconds, batching)
+        runtime.opened = opened
+        runtime.name = model_name or opened.registered_name or os.path.basename(opened.path.rstrip(os.sep)) or "model"
+        runtime.version = opened.registered_version
+        return runtime
 
     def warm_up(self) -> None:
         """Score the input example once, so the first request is not the slow one; sets ``ready``."""

@@ -261,13 +261,16 @@ def run(
     debug: bool = False,
     access_log: bool = True,
     batching: BatchConfig | None = None,
+    model_name: str | None = None,
+    grpc_port: int | None = None,
 ) -> None:
     """Serve ``model`` (a location or an :class:`~modelfmt.open.OpenedModel`) in the foreground until
     SIGTERM or SIGINT (blocking). A location that is not a model raises before any worker starts.
 
     ``server`` is the HTTP engine (:data:`SERVERS`), ``threads`` the requests a worker runs at once,
     ``access_log`` one log line per request, ``batching`` the adaptive batching limits (``None``: the
-    runtime's defaults).
+    runtime's defaults), ``model_name`` the name V2 and KServe clients use (``None``: the registered
+    name, else the directory's), ``grpc_port`` the port of V2 over gRPC in every worker (``None``: off).
     """
     from modelfmt.open import open_model
     from modelfmt.serving.app import DEFAULT_MAX_BODY_SIZE
@@ -279,7 +282,12 @@ def run(
     created = _metrics_dir()
     _preload(opened)
     workers = workers or default_workers()
-    app_options = {"max_body_size": max_body_size or DEFAULT_MAX_BODY_SIZE, "debug": debug, "batching": batching}
+    app_options = {"max_body_size": max_body_size or DEFAULT_MAX_BODY_SIZE, "debug": debug, "batching": batching,
+                   "model_name": model_name}
+    if grpc_port is not None:
+        from modelfmt.errors import DeployError
+
+        raise DeployError("V2 over gRPC (--grpc-port) is not implemented yet")
     try:
         if server == "granian":
             from modelfmt.serving.server_granian import run_granian

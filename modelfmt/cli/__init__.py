@@ -33,6 +33,7 @@ LAZY_COMMANDS = {
     "build-docker": "modelfmt.cli.docker:build_docker_command",
     "prepare-env": "modelfmt.cli.env:prepare_env",
     "env": "modelfmt.cli.env:env_group",
+    "registry": "modelfmt.cli.registry:registry",
 }
 
 # Commands that load (or ship for loading) a model: they take --trust-type, --no-verify, --public-key

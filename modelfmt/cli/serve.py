@@ -60,8 +60,14 @@ def _env(name: str) -> dict:
               help="Milliseconds a request may wait for others to batch with.  [default: the runtime's]")
 @click.option("--access-log/--no-access-log", default=True, **_env("ACCESS_LOG"),
               help="One log line per request on stderr.")
+@click.option("--model-name", envvar="MODELFMT_MODEL_NAME", show_envvar=True,
+              help="The name V2 and KServe clients address the model by.  [default: its registered name, "
+                   "else its directory's name]")
+@click.option("--grpc-port", type=click.IntRange(1, 65535), envvar="MODELFMT_GRPC_PORT", show_envvar=True,
+              help="Also serve V2 over gRPC on this port, in every worker (the grpc extra).  [default: off]")
 def serve(model: str, host: str, port: int, server: str, workers: int | None, threads: int, timeout: float,
-          max_body_size: int, max_batch_rows: int | None, max_batch_wait: float | None, access_log: bool) -> None:
+          max_body_size: int, max_batch_rows: int | None, max_batch_wait: float | None, access_log: bool,
+          model_name: str | None, grpc_port: int | None) -> None:
     """Serve MODEL over HTTP with MLflow's scoring protocol (POST /invocations) until SIGTERM or Ctrl-C.
 
     With --debug (before or after the command name, or MODELFMT_DEBUG) 500 answers carry stack traces
@@ -76,4 +82,4 @@ def serve(model: str, host: str, port: int, server: str, workers: int | None, th
     run_in_model_environment(opened)  # --env-manager uv: the server itself runs in the model's environment
     run(opened, server=server, host=host, port=port, workers=workers, threads=threads, timeout=timeout,
         max_body_size=max_body_size, debug=debug_enabled(), access_log=access_log,
-        batching=batch_config(max_batch_rows, max_batch_wait))
+        batching=batch_config(max_batch_rows, max_batch_wait), model_name=model_name, grpc_port=grpc_port)

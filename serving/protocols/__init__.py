@@ -8,7 +8,9 @@ A protocol module provides:
 - ``error_response(error_code, message, status, extra=None) -> Response``: its own error body, which
   the app's error handlers answer with for any error raised in its routes.
 
-MLflow's protocol (``mlflow.py``) is mounted today; the Open Inference Protocol joins as ``v2.py``.
+Mounted: MLflow's protocol (``mlflow.py``), the Open Inference Protocol over REST (``v2.py``), KServe's V1
+(``v1.py``) and the model's pages (``pages.py``: ``/``, ``/openapi.json``, ``/docs``). V2 over gRPC
+(``v2_grpc.py``) runs beside the HTTP server, on its own port.
 """
 
 from __future__ import annotations
