@@ -7,7 +7,7 @@ MLFLOW_VENV ?= bench/.venv-mlflow
 MLFLOW_VERSION ?= 3.18.0
 MLFLOW_BASE_VERSION ?= 3.17.2
 
-.PHONY: demo test lint install install-test java mlflow-venv signing-venv clients-venv bench-venvs docker-setup bench clean
+.PHONY: demo test lint install install-test java mlflow-venv signing-venv clients-venv grpc-gen bench-venvs docker-setup bench clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -73,6 +73,11 @@ $(CLIENTS_VENV)/.installed: $(CLIENTS_PINS)
 	touch $@
 
 clients-venv: $(CLIENTS_VENV)/.installed
+
+# Regenerate V2 over gRPC's committed code from serving/protocols/grpc_v2/inference.proto (grpcio-tools,
+# pinned in the test extra); tests/test_v2_grpc.py fails when the committed code is not what this makes.
+grpc-gen: install-test
+	$(PY) -m modelfmt.serving.protocols.grpc_v2.generate
 
 demo: install
 	$(PY) examples/demo.py
