@@ -1,0 +1,1 @@
+"""The registry schema revisions, oldest first."""
