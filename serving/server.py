@@ -12,6 +12,8 @@ in :mod:`modelfmt.serving.server_granian`; see there what it cannot do that guni
 - A request running past ``timeout`` is answered 504 by a watchdog thread and its worker is replaced:
   the stuck call cannot be stopped from Python, so the worker finishes its other requests and exits.
 - SIGTERM and SIGINT both stop gracefully: requests in flight finish, then the server exits 0.
+- ``grpc_port``: every worker also serves V2 over gRPC (:mod:`modelfmt.serving.protocols.v2_grpc`) on
+  that port (shared with ``SO_REUSEPORT``), started after fork over the worker's own runtime.
 - :func:`modelfmt.serving.testing.serving` runs ``modelfmt serve`` in a subprocess for tests and scripts.
 """
 
@@ -74,6 +76,7 @@ def _gunicorn_options(
         "proc_name": "modelfmt-serve",
         "control_socket_disable": True,  # one fixed socket path per user would clash between servers
         "post_worker_init": _post_worker_init,
+        "worker_exit": _worker_exit,
         "child_exit": _child_exit,
         "when_ready": _when_ready,
     }
@@ -89,6 +92,20 @@ def _post_worker_init(worker: Any) -> None:
 
     gc.collect()
     gc.freeze()
+    grpc_options = getattr(worker.app, "grpc_options", None)
+    if grpc_options is not None:
+        # After fork and after the app loaded: grpcio is not fork-safe, and it serves the app's runtime.
+        from modelfmt.serving.protocols import v2_grpc
+
+        worker.modelfmt_grpc = v2_grpc.start_in_worker(worker.wsgi, grpc_options)
+
+
+def _worker_exit(server: Any, worker: Any) -> None:
+    grpc_server = getattr(worker, "modelfmt_grpc", None)
+    if grpc_server is not None:  # HTTP has finished its requests; gRPC gets as long for its own
+        from modelfmt.serving.protocols import v2_grpc
+
+        v2_grpc.stop(grpc_server, worker.cfg.graceful_timeout)
 
 
 def _child_exit(server: Any, worker: Any) -> None:
@@ -166,9 +183,11 @@ def _app_class() -> type:
     class ModelfmtApplication(BaseApplication):
         """gunicorn running :func:`modelfmt.serving.app.create_app` behind :class:`TimeoutGuard`."""
 
-        def __init__(self, opened: OpenedModel, options: dict, app_options: dict, timeout: float) -> None:
+        def __init__(self, opened: OpenedModel, options: dict, app_options: dict, timeout: float,
+                     grpc_options: dict | None = None) -> None:
             # Opened in the master; every worker forks with it and loads from it, MLmodel not parsed again.
             self.opened, self.options, self.app_options, self.timeout = opened, options, app_options, timeout
+            self.grpc_options = grpc_options  # read by _post_worker_init in each worker
             super().__init__()
 
         def load_config(self) -> None:
@@ -248,6 +267,35 @@ def batch_config(max_rows: int | None = None, max_wait_ms: float | None = None) 
     )
 
 
+def check_grpc(host: str, port: int) -> None:
+    """Before fork: :class:`~modelfmt.errors.DeployError` when the ``grpc`` extra is missing (naming it)
+    or when ``port`` cannot be shared on ``host`` (bound by a process without ``SO_REUSEPORT``), so that
+    ``serve`` fails at start rather than in every worker. grpcio is looked up, not imported: it must
+    not be loaded in the master, whose workers fork from it."""
+    import importlib.util
+    import socket
+
+    from modelfmt.errors import DeployError
+
+    missing = []
+    needed = (("grpc", "grpcio"), ("google.protobuf", "protobuf"), ("grpc_health", "grpcio-health-checking"))
+    for module, dist in needed:
+        try:
+            found = importlib.util.find_spec(module) is not None
+        except (ImportError, ValueError):  # its parent package is missing
+            found = False
+        if not found:
+            missing.append(dist)
+    if missing:
+        raise DeployError(f"--grpc-port needs {', '.join(missing)}: pip install 'modelfmt[grpc]'")
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as e:
+            raise DeployError(f"--grpc-port {port}: cannot listen on {host}:{port}: {e.strerror}") from e
+
+
 def run(
     model: str | os.PathLike | OpenedModel,
     *,
@@ -284,19 +332,20 @@ def run(
     workers = workers or default_workers()
     app_options = {"max_body_size": max_body_size or DEFAULT_MAX_BODY_SIZE, "debug": debug, "batching": batching,
                    "model_name": model_name}
+    grpc_options = None
     if grpc_port is not None:
-        from modelfmt.errors import DeployError
-
-        raise DeployError("V2 over gRPC (--grpc-port) is not implemented yet")
+        check_grpc(host, grpc_port)
+        grpc_options = {"host": host, "port": grpc_port, "threads": threads, "timeout": timeout,
+                        "max_message_size": app_options["max_body_size"]}
     try:
         if server == "granian":
             from modelfmt.serving.server_granian import run_granian
 
             run_granian(opened, host=host, port=port, workers=workers, threads=threads, timeout=timeout,
-                        app_options=app_options, access_log=access_log, debug=debug)
+                        app_options=app_options, access_log=access_log, debug=debug, grpc_options=grpc_options)
         else:
             options = _gunicorn_options(host, port, workers, threads, timeout, debug, access_log)
-            _app_class()(opened, options, app_options, timeout).run()
+            _app_class()(opened, options, app_options, timeout, grpc_options).run()
     finally:
         if created:
             from modelfmt.serving.metrics import MULTIPROC_ENV

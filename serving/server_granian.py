@@ -8,6 +8,8 @@
   once in the worker for that (:func:`_pass_responder`; granian is pinned, and the tests catch a change).
 - SIGTERM and SIGINT stop gracefully: each worker stops accepting and finishes the requests it holds.
 - Metrics: the same multiprocess directory as under gunicorn, summed over workers by ``/metrics``.
+- V2 over gRPC (``grpc_options``): started in each worker once its app has loaded, as under gunicorn;
+  stopped when the worker process exits.
 - granian's master stops the whole server when a respawned worker dies again within 5.5 s of its start
   (its crash-loop guard): with ``--timeout`` under ~5 s, two timeouts in a row on one worker can do that.
 - The gap that keeps gunicorn the default: a worker retiring after a timeout stops through granian's
@@ -70,7 +72,8 @@ class _Worker:
         os.kill(os.getpid(), signal.SIGTERM)
 
 
-def _loader(opened: OpenedModel, app_options: dict, timeout: float, access_log: bool) -> Callable[[], Callable]:
+def _loader(opened: OpenedModel, app_options: dict, timeout: float, access_log: bool,
+            grpc_options: dict | None = None) -> Callable[[], Callable]:
     def load() -> Callable:
         # In the worker, after fork: the watchdog thread and the model belong to this process.
         import gc
@@ -82,7 +85,12 @@ def _loader(opened: OpenedModel, app_options: dict, timeout: float, access_log: 
         timeouts.WORKER = _Worker(access_log)
         gc.collect()
         gc.freeze()  # as under gunicorn: the loaded model stays out of every later collection
-        return TimeoutGuard(app, timeout)
+        guard = TimeoutGuard(app, timeout)
+        if grpc_options is not None:  # after fork: grpcio is not fork-safe
+            from modelfmt.serving.protocols import v2_grpc
+
+            v2_grpc.start_in_worker(guard, grpc_options)
+        return guard
 
     return load
 
@@ -145,8 +153,10 @@ def run_granian(
     app_options: dict,
     access_log: bool = True,
     debug: bool = False,
+    grpc_options: dict | None = None,
 ) -> None:
-    """Serve the app of ``opened`` under granian until SIGTERM or SIGINT (blocking)."""
+    """Serve the app of ``opened`` under granian until SIGTERM or SIGINT (blocking); ``grpc_options``
+    (host, port, threads, timeout, max_message_size) also serve V2 over gRPC in every worker."""
     try:
         from granian.constants import Interfaces
         from granian.log import LogLevels
@@ -169,7 +179,7 @@ def run_granian(
         respawn_failed_workers=True,
         workers_kill_timeout=max(1, min(1800, int(timeout) + 5)),
     )
-    server.serve(target_loader=_loader(opened, app_options, timeout, access_log), wrap_loader=False)
+    server.serve(target_loader=_loader(opened, app_options, timeout, access_log, grpc_options), wrap_loader=False)
 
 
 def _log_config() -> dict:
