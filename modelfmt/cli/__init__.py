@@ -31,6 +31,7 @@ LAZY_COMMANDS = {
     "convert": "modelfmt.cli.convert:convert",
     "generate-dockerfile": "modelfmt.cli.docker:generate_dockerfile_command",
     "build-docker": "modelfmt.cli.docker:build_docker_command",
+    "generate-k8s": "modelfmt.cli.k8s:generate_k8s",
     "prepare-env": "modelfmt.cli.env:prepare_env",
     "env": "modelfmt.cli.env:env_group",
     "registry": "modelfmt.cli.registry:registry",
@@ -39,7 +40,7 @@ LAZY_COMMANDS = {
 # Commands that load (or ship for loading) a model: they take --trust-type, --no-verify, --public-key
 # and --certificate.
 TRUST_COMMANDS = frozenset(
-    {"predict", "verify", "serve", "convert", "generate-dockerfile", "build-docker", "prepare-env"}
+    {"predict", "verify", "serve", "convert", "generate-dockerfile", "build-docker", "generate-k8s", "prepare-env"}
 )
 # Commands that can run a model in its own environment: they take --env-manager.
 ENV_COMMANDS = frozenset({"predict", "verify", "serve", "generate-dockerfile", "build-docker", "prepare-env"})
