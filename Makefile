@@ -7,7 +7,7 @@ MLFLOW_VENV ?= bench/.venv-mlflow
 MLFLOW_VERSION ?= 3.18.0
 MLFLOW_BASE_VERSION ?= 3.17.2
 
-.PHONY: demo test lint install install-test java mlflow-venv signing-venv clients-venv grpc-gen bench-venvs docker-setup bench clean
+.PHONY: demo test lint install install-test java chromium mlflow-venv signing-venv clients-venv grpc-gen bench-venvs docker-setup bench clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,10 @@ install-test: $(VENV)/.installed-test
 # Spark needs a Java runtime; install one only where none is present.
 java:
 	@command -v java >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq openjdk-17-jre-headless; }
+
+# The page tests drive Debian's headless chromium through its chromedriver (no browser downloads here).
+chromium:
+	@{ command -v chromium && command -v chromedriver; } >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq chromium chromium-driver; }
 
 # MLflow lives in its own venv: the interop tests need one environment with modelfmt and without
 # mlflow, and one the other way round. 3.18's pinned mlflow-skinny is missing from the registry, so
@@ -96,7 +100,7 @@ lint: install-test
 	ln -s $(abspath serving) $(TYPECHECK)/modelfmt/serving
 	cd $(TYPECHECK) && $(abspath $(VENV))/bin/mypy --config-file $(abspath pyproject.toml) -p modelfmt
 
-test: lint install-test java mlflow-venv signing-venv clients-venv docker-setup
+test: lint install-test java chromium mlflow-venv signing-venv clients-venv docker-setup
 	MODELFMT_MLFLOW_PYTHON=$(abspath $(MLFLOW_VENV))/bin/python $(PY) -P -m pytest -q -p no:cacheprovider tests
 
 clean:
