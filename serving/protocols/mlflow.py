@@ -3,9 +3,17 @@
 Errors are MLflow's ``{"error_code": ..., "message": ...}``. The body is decoded by the codec
 registered for its ``Content-Type`` and the answer encoded by the one ``Accept`` asks for (JSON's
 ``{"predictions": ...}`` by default; 406 when none is acceptable).
+
+:func:`hot_routes` gives the app the two routes every request of a busy server takes (``POST
+/invocations``, ``GET /ping``) as plain WSGI-level handlers over the same functions the Flask routes
+call, so the app can answer them without building Flask's request context (see
+:mod:`modelfmt.serving.app`).
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
 
 from flask import Blueprint, Response, request
 
@@ -23,6 +31,52 @@ def error_response(error_code: str, message: str, status: int, extra: dict | Non
     return Response(dumps({"error_code": error_code, "message": message, **(extra or {})}), status, content_type=JSON)
 
 
+PING_BODY = b"\n"
+
+
+def score(runtime: Runtime, environ: dict, max_body_size: int, rows: Any) -> tuple[bytes, str]:
+    """``(answer body, its media type)`` of ``POST /invocations`` for the WSGI ``environ``; ``rows`` is
+    the rows-scored counter. Raises the request's :class:`~modelfmt.errors.ModelfmtError` (415, 406,
+    413, 400...) or the model's failure."""
+    content_type = environ.get("CONTENT_TYPE")
+    if not content_type:
+        raise UnsupportedMediaTypeError(
+            "the request has no Content-Type: send application/json (MLflow's JSON keys) or text/csv"
+        )
+    # The body is read before a 406 too: a client still sending gets the answer, not a reset.
+    body = read_body(environ, max_body_size)
+    answer = answer_for(MLFLOW, environ.get("HTTP_ACCEPT"))
+    prepared = runtime.prepare(body, content_type)
+    predictions = runtime.run(prepared)
+    rows.inc(prepared.rows)
+    return answer.encode(predictions), answer.media_type
+
+
+HotHandler = Callable[[dict], "tuple[int, bytes, str] | Response"]
+
+
+def hot_routes(runtime: Runtime, max_body_size: int) -> dict[tuple[str, str], HotHandler]:
+    """``{(method, path): handler}`` for ``POST /invocations`` and ``GET /ping``: each handler takes the
+    WSGI environ and returns ``(status, body, content type)`` of a success, or the :class:`Response`
+    of a refusal the route answers itself (``/ping``'s 503); errors are raised, as the Flask routes
+    raise them, for the app's error handlers to answer."""
+    from modelfmt.serving import metrics
+
+    rows = metrics.get().rows
+
+    def invocations(environ: dict) -> tuple[int, bytes, str] | Response:
+        body, media_type = score(runtime, environ, max_body_size, rows)
+        return 200, body, media_type
+
+    def ping(environ: dict) -> tuple[int, bytes, str] | Response:
+        ready, reason = runtime.health()
+        if ready:
+            return 200, PING_BODY, JSON
+        return error_response("TEMPORARILY_UNAVAILABLE", reason, 503)
+
+    return {("POST", "/invocations"): invocations, ("GET", "/ping"): ping}
+
+
 def blueprint(runtime: Runtime, max_body_size: int) -> Blueprint:
     """The protocol's routes over ``runtime``; bodies over ``max_body_size`` bytes are refused (413)."""
     from modelfmt import __version__
@@ -37,7 +91,7 @@ def blueprint(runtime: Runtime, max_body_size: int) -> Blueprint:
     def ping() -> Response:
         ready, reason = runtime.health()
         if ready:
-            return Response("\n", 200, content_type=JSON)
+            return Response(PING_BODY, 200, content_type=JSON)
         return error_response("TEMPORARILY_UNAVAILABLE", reason, 503)
 
     @bp.get("/version")
@@ -50,19 +104,8 @@ def blueprint(runtime: Runtime, max_body_size: int) -> Blueprint:
 
     @bp.post("/invocations")
     def invocations() -> Response:
-        environ = request.environ
-        content_type = environ.get("CONTENT_TYPE")
-        if not content_type:
-            raise UnsupportedMediaTypeError(
-                "the request has no Content-Type: send application/json (MLflow's JSON keys) or text/csv"
-            )
-        # The body is read before a 406 too: a client still sending gets the answer, not a reset.
-        body = read_body(environ, max_body_size)
-        answer = answer_for(MLFLOW, environ.get("HTTP_ACCEPT"))
-        prepared = runtime.prepare(body, content_type)
-        predictions = runtime.run(prepared)
-        rows.inc(prepared.rows)
-        return Response(answer.encode(predictions), 200, content_type=answer.media_type)
+        body, media_type = score(runtime, request.environ, max_body_size, rows)
+        return Response(body, 200, content_type=media_type)
 
     return bp
 
