@@ -19,6 +19,8 @@ The interface (the gRPC protocol relies on these names and types; the tensors li
 - :func:`tensor_to_json` / :func:`tensor_to_bytes`: the inverse of the two readers.
 - :func:`decode_infer_request` / :func:`encode_infer_response`: whole REST bodies, JSON or binary
   (``Inference-Header-Content-Length``).
+- :func:`model_metadata` / :func:`signature_tensors` (:mod:`~modelfmt.serving.codecs._v2_metadata`): the
+  model metadata answer from the signature, shared by REST and gRPC.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from modelfmt.errors import PayloadError
 from modelfmt.serving.codecs._v2_content import model_input, output_tensors
+from modelfmt.serving.codecs._v2_metadata import dtype_datatype, model_metadata, signature_tensors, single_input
 from modelfmt.serving.codecs._v2_tensors import (
     DATATYPES,
     Tensor,
@@ -50,8 +53,12 @@ __all__ = [
     "check_datatype",
     "check_shape",
     "decode_infer_request",
+    "dtype_datatype",
     "encode_infer_response",
     "from_predictions",
+    "model_metadata",
+    "signature_tensors",
+    "single_input",
     "tensor_from_bytes",
     "tensor_from_json",
     "tensor_to_bytes",
