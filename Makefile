@@ -7,7 +7,7 @@ MLFLOW_VENV ?= bench/.venv-mlflow
 MLFLOW_VERSION ?= 3.18.0
 MLFLOW_BASE_VERSION ?= 3.17.2
 
-.PHONY: demo test lint install install-test java chromium mlflow-venv signing-venv clients-venv grpc-gen bench-venvs docker-setup bench clean
+.PHONY: demo test lint install install-test java chromium postgres mlflow-venv signing-venv clients-venv grpc-gen bench-venvs docker-setup bench clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,10 @@ java:
 # The page tests drive Debian's headless chromium through its chromedriver (no browser downloads here).
 chromium:
 	@{ command -v chromium && command -v chromedriver; } >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq chromium chromium-driver; }
+
+# The registry tests run a throwaway PostgreSQL cluster (tests/registry_support.py): Debian's server, installed only when missing.
+postgres:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq postgresql; }
 
 # MLflow lives in its own venv: the interop tests need one environment with modelfmt and without
 # mlflow, and one the other way round. 3.18's pinned mlflow-skinny is missing from the registry, so
@@ -100,7 +104,7 @@ lint: install-test
 	ln -s $(abspath serving) $(TYPECHECK)/modelfmt/serving
 	cd $(TYPECHECK) && $(abspath $(VENV))/bin/mypy --config-file $(abspath pyproject.toml) -p modelfmt
 
-test: lint install-test java chromium mlflow-venv signing-venv clients-venv docker-setup
+test: lint install-test java chromium postgres mlflow-venv signing-venv clients-venv docker-setup
 	MODELFMT_MLFLOW_PYTHON=$(abspath $(MLFLOW_VENV))/bin/python $(PY) -P -m pytest -q -p no:cacheprovider tests
 
 clean:
