@@ -178,39 +178,15 @@ def select_outputs(outputs: list[codec.Tensor], requested: list[codec.RequestedO
 
 
 # -- metadata ---------------------------------------------------------------------------------------
-_COLUMN_DATATYPES = {"boolean": "BOOL", "integer": "INT32", "long": "INT64", "float": "FP32", "double": "FP64",
-                     "string": "BYTES", "binary": "BYTES", "datetime": "BYTES"}
-
-
-def _tensor_metadata(schema: Any) -> list[dict[str, Any]]:
-    if schema is None:
-        return []
-    out = []
-    for i, spec in enumerate(schema.inputs):
-        name = spec.name or f"output-{i}"
-        if schema.is_tensor_spec():
-            datatype = next((k for k, v in codec.DATATYPES.items() if v is not None and v == spec.dtype), "BYTES")
-            out.append({"name": name, "datatype": datatype, "shape": [int(d) for d in spec.shape]})
-        else:
-            kind = getattr(spec.type, "value", None)
-            out.append({"name": name, "datatype": _COLUMN_DATATYPES.get(kind, "BYTES"), "shape": [-1]})
-    return out
-
-
 def model_metadata(runtime: Runtime) -> Any:
-    """The ``ModelMetadataResponse`` of the served model, from its signature (``-1``: a variable dimension)."""
-    meta = runtime.metadata
-    response = pb.ModelMetadataResponse(name=runtime.name, versions=[runtime.version] if runtime.version else [],
-                                        platform=_platform(runtime))
-    for target, schema in ((response.inputs, runtime.schema), (response.outputs, meta.get_output_schema())):
-        for tensor in _tensor_metadata(schema):
-            target.add(**tensor)
+    """The ``ModelMetadataResponse`` of the served model: the V2 codec's metadata from its signature
+    (the same as REST's ``GET /v2/models/{name}``; ``-1`` a variable dimension)."""
+    doc = codec.model_metadata(runtime.name, runtime.version, runtime.metadata)
+    response = pb.ModelMetadataResponse(name=doc["name"], versions=doc.get("versions", []), platform=doc["platform"])
+    for target, tensors in ((response.inputs, doc["inputs"]), (response.outputs, doc["outputs"])):
+        for tensor in tensors:  # TensorMetadata has no parameters (REST's content_type hints)
+            target.add(name=tensor["name"], datatype=tensor["datatype"], shape=tensor["shape"])
     return response
-
-
-def _platform(runtime: Runtime) -> str:
-    flavors = [f for f in runtime.metadata.flavors if f != "python_function"]
-    return f"mlflow_{flavors[0]}" if flavors else "mlflow_pyfunc"
 
 
 # -- the service ------------------------------------------------------------------------------------
@@ -247,6 +223,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
 
         self.runtime, self.timeout, self.on_timeout = runtime, timeout, on_timeout
         self.version = __version__
+        self._metadata = model_metadata(runtime)  # the signature does not change: built once
         # Model calls run here, so that the handler thread can give up on one past the timeout.
         self._calls = concurrent.futures.ThreadPoolExecutor(threads, thread_name_prefix="modelfmt-grpc-infer")
 
@@ -265,7 +242,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     def ModelMetadata(self, request: Any, context: Any) -> Any:  # noqa: N802
         def metadata() -> Any:
             self._check_model(request.name, request.version)
-            return model_metadata(self.runtime)
+            return self._metadata
 
         return _answer(context, self.runtime, metadata)
 
