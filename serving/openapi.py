@@ -133,10 +133,12 @@ def tensor_schema(spec: TensorSpec, drop_rows: bool = False) -> dict:
     """Nested arrays of the tensor's shape (``-1``: any length) holding its dtype's JSON values;
     ``drop_rows``: one row of it (the shape without its first dimension)."""
     kind = spec.dtype.kind
-    item: dict = {"b": {"type": "boolean"}, "i": {"type": "integer"}, "u": {"type": "integer", "minimum": 0}}.get(
-        kind, {"type": "number"} if kind in "fc" else {"type": "string"}
-    )
-    schema = item
+    by_kind: dict[str, dict] = {
+        "b": {"type": "boolean"},
+        "i": {"type": "integer"},
+        "u": {"type": "integer", "minimum": 0},
+    }
+    schema = by_kind.get(kind, {"type": "number"} if kind in "fc" else {"type": "string"})
     for dim in reversed(spec.shape[1:] if drop_rows else spec.shape):
         schema = {"type": "array", "items": schema, **({"minItems": dim, "maxItems": dim} if dim >= 0 else {})}
     return schema
@@ -144,9 +146,9 @@ def tensor_schema(spec: TensorSpec, drop_rows: bool = False) -> dict:
 
 def _row(schema: Schema | None) -> dict:
     """One row: an object of named columns (positional values for unnamed ones)."""
-    if schema is None:
+    cols = [s for s in schema.inputs if isinstance(s, ColSpec)] if schema is not None else []
+    if schema is None or not cols:
         return {"type": "object", "description": "one row: column name -> value"}
-    cols = [s for s in schema.inputs if isinstance(s, ColSpec)]
     if not schema.has_input_names():
         return {"type": "array", "prefixItems": [column_schema(c.type) for c in cols]}
     props = {c.name: _nullable(column_schema(c.type), c.required) for c in cols if c.name is not None}
@@ -321,7 +323,7 @@ def _metadata() -> dict:
 def _v2_components(schema: Schema | None) -> dict:
     names = schema.input_names() if schema is not None else []
     parameters = {"type": "object", "description": "content_type (np, pd, str, base64, datetime) and others"}
-    tensor = {
+    tensor: dict[str, Any] = {
         "type": "object",
         "properties": {
             "name": {"type": "string", **({"enum": names} if names else {})},
@@ -432,10 +434,24 @@ def _examples(example: dict, schema: Schema | None, formats: list[str]) -> dict:
         out["csv"] = _csv(columns, rows)
         out["v2"] = _v2_columns(columns, rows, schema)
     elif "inputs" in example and schema is not None and schema.is_tensor_spec():
+        instances = _tensor_rows(example["inputs"])
+        if instances is not None and "instances" in formats:
+            out.setdefault("instances", {"instances": instances, **extra})
         v2 = _v2_tensors(example["inputs"], schema)
         if v2 is not None:
             out["v2"] = v2
     return out
+
+
+def _tensor_rows(inputs: Any) -> list | None:
+    """A tensor example as ``instances``: its rows (named tensors: one object per row)."""
+    if isinstance(inputs, list):
+        return inputs
+    if isinstance(inputs, dict) and inputs and all(isinstance(v, list) for v in inputs.values()):
+        lengths = {len(v) for v in inputs.values()}
+        if len(lengths) == 1:
+            return [{k: v[i] for k, v in inputs.items()} for i in range(lengths.pop())]
+    return None
 
 
 def _as_split(example: dict) -> tuple[list[str], list[list]] | None:

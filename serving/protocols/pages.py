@@ -111,9 +111,12 @@ def blueprint(runtime: Runtime, max_body_size: int) -> Blueprint:
             return error_response("ENDPOINT_NOT_FOUND", f"Swagger UI is not installed: {DOCS_EXTRA}", 404)
         return send_from_directory(swagger, filename, max_age=3600)
 
-    @bp.get("/_pages/<path:filename>")
+    @bp.get("/_pages/<filename>")
     def own_files(filename: str) -> Response:
-        return send_from_directory(os.path.join(PAGES_DIR, "static"), filename, max_age=3600)
+        # Only the page's stylesheet and scripts; the templates and the package's module stay unserved.
+        if not filename.endswith((".css", ".js")):
+            return error_response("ENDPOINT_NOT_FOUND", f"no file {filename!r} here", 404)
+        return send_from_directory(PAGES_DIR, filename, max_age=3600)
 
     return bp
 
