@@ -11,10 +11,10 @@ Content types (``parameters.content_type``), as MLServer defines them:
 
 With none given, the model's signature decides, as MLServer's MLflow runtime does: a column signature
 is ``pd`` with each column decoded by its type (``string`` as ``str``, ``binary`` as ``base64`` when
-the data came as JSON text, ``datetime``), a tensor signature ``dict`` when its tensors are named and
-``np`` otherwise. Outputs are named as that runtime names them: a DataFrame's columns and a dict's keys
-by themselves, an array ``output-1``, unless the output signature names the one output; a 1-D array
-gets the batch dimension (``[N, 1]``).
+the data came as JSON text, ``datetime``), a tensor signature ``np`` for one tensor (named or not, as
+``/invocations`` hands it over) and ``dict`` for several. Outputs are named as that runtime names
+them: a DataFrame's columns and a dict's keys by themselves, an array ``output-1``, unless the output
+signature names the one output; a 1-D array gets the batch dimension (``[N, 1]``).
 """
 
 from __future__ import annotations
@@ -74,7 +74,8 @@ def _default_kind(schema: Schema | None, inputs: list[Tensor]) -> str:
     if schema is None or not schema.inputs:
         return "np" if len(inputs) == 1 else "pd"
     if schema.is_tensor_spec():
-        return "dict" if schema.has_input_names() else "np"
+        # One tensor is handed over as an array, named or not, as /invocations' JSON codec does.
+        return "dict" if len(schema.inputs) > 1 else "np"
     return "pd"
 
 
