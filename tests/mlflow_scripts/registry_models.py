@@ -2,7 +2,7 @@
 
 Usage: MLFLOW_TRACKING_URI=http://127.0.0.1:PORT python registry_models.py OUT_JSON
 
-Registers two versions of model ``iris_lr`` (a LogisticRegression, C=1 then C=0.01), sets alias
+Registers two versions of model ``diabetes_ridge`` (a Ridge, alpha=0.1 then alpha=10), sets alias
 ``champion`` on version 1, moves version 2 to stage Production, and writes OUT_JSON: the run ids, the
 model names, the input example (split orient) and MLflow's own predictions of each version loaded back
 through ``models:/`` (``mlflow.pyfunc.load_model``), for modelfmt to match.
@@ -22,21 +22,21 @@ import mlflow  # noqa: E402
 import mlflow.pyfunc  # noqa: E402
 import mlflow.sklearn  # noqa: E402
 from mlflow import MlflowClient  # noqa: E402
-from sklearn.datasets import load_iris  # noqa: E402
-from sklearn.linear_model import LogisticRegression  # noqa: E402
+from sklearn.datasets import load_diabetes  # noqa: E402
+from sklearn.linear_model import Ridge  # noqa: E402
 
 OUT = sys.argv[1]
-NAME = "iris_lr"
+NAME = "diabetes_ridge"
 REQS = ["scikit-learn", "numpy", "pandas"]
 
-X, y = load_iris(return_X_y=True, as_frame=True)
+X, y = load_diabetes(return_X_y=True, as_frame=True)
 example = X.iloc[[0, 60, 120]]
 mlflow.set_experiment("modelfmt-registry")
 client = MlflowClient()
 runs = []
-for c in (1.0, 0.01):
+for alpha in (0.1, 10.0):
     with mlflow.start_run() as run:
-        model = LogisticRegression(C=c, max_iter=500).fit(X, y)
+        model = Ridge(alpha=alpha).fit(X, y)
         mlflow.sklearn.log_model(model, name="model", input_example=example, pip_requirements=REQS,
                                  registered_model_name=NAME)
         runs.append(run.info.run_id)
