@@ -35,6 +35,7 @@ ANONYMOUS = "anonymous"
 # Largest JSON body read (uploads stream and have no limit here).
 MAX_JSON_BODY = 16 * 1024 * 1024
 EXTENSION_KEY = "modelfmt.registry"
+UPLOADS_FOLDER = ".uploads"
 _log = logging.getLogger("modelfmt.serving.registry")
 
 
@@ -51,7 +52,7 @@ def create_registry_app(registry: Registry, uploads_dir: str | None = None, *,
     """A Flask app serving ``registry`` over MLflow's registry REST API (see the module docstring).
 
     ``uploads_dir`` is where ``PUT /api/2.0/mlflow-artifacts/artifacts/<path>`` writes files that a
-    later ``model-versions/create`` may name as ``mlflow-artifacts:/<path>`` (``None``: an ``uploads``
+    later ``model-versions/create`` may name as ``mlflow-artifacts:/<path>`` (``None``: a ``.uploads``
     folder under the registry's ``artifact_root`` when it has a local one, else uploads are refused).
     ``allow_local_sources`` lets ``model-versions/create`` name a directory on the server's disk (what
     ``mlflow.register_model("path/")`` sends); a server reachable from other machines should refuse it,
@@ -64,7 +65,8 @@ def create_registry_app(registry: Registry, uploads_dir: str | None = None, *,
         if isinstance(root, str) and "://" not in root:
             import os
 
-            uploads_dir = os.path.join(root, "uploads")
+            # A leading dot: the store keeps versions in <root>/<model name>/, and no model is called that.
+            uploads_dir = os.path.join(root, UPLOADS_FOLDER)
     app = Flask("modelfmt.serving.registry")
     app.extensions[EXTENSION_KEY] = AppState(registry, uploads_dir, allow_local_sources)
     app.json.sort_keys = False  # type: ignore[attr-defined]

@@ -16,7 +16,8 @@ from modelfmt.serving.registry_app.fields import Fields
 
 PREFIX = "/api/2.0/modelfmt"
 REQUEST_STATUSES = ("PENDING", "APPROVED", "REJECTED", "WITHDRAWN")
-# ``status`` of transition-requests/list: absent is the pending ones (the interface's default); ALL is every one.
+# ``status`` of transition-requests/list: absent (or ALL) is every request, as the interface's ``status=None``
+# (RestRegistry leaves a ``None`` out of the query and sends PENDING, the interface's default, explicitly).
 ALL = "ALL"
 MAX_ACTIVITY_RESULTS = 10_000
 
@@ -58,7 +59,7 @@ def _request_routes(bp: Blueprint) -> None:
     @bp.get("/transition-requests/list")
     def list_requests() -> Response:
         f = fields()
-        status = (f.string("status") or "PENDING").upper()
+        status = (f.string("status") or ALL).upper()
         if status not in (*REQUEST_STATUSES, ALL):
             raise _bad_status(status)
         requests = registry().list_transition_requests(f.required("name"), f.version(required=False),
