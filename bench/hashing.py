@@ -1,10 +1,11 @@
 """What checking the digests adds to ``load_model`` of a big model directory (issue 13: at most 20%).
 
 Saves one model of about ``--size-mb`` (default 500 MB), then times ``modelfmt.load_model(path)``
-(digests checked, the default) against ``modelfmt.load_model(path, verify=False)``, and the check alone
-(``modelfmt.integrity.check_digests``), in turns, round after round, after one warm-up load of each
-that puts the files in the page cache (both sides read them from memory: the figure is the hashing's
-CPU cost, not the disk's). Models:
+(digests checked, the default, with the digest cache off) against ``modelfmt.load_model(path,
+verify=False)``, the check alone (``modelfmt.integrity.check_digests``) and a checked load again with
+the digest cache on (``cached``: a second load of an unchanged model re-hashes nothing), in turns,
+round after round, after one warm-up load of each that puts the files in the page cache (both sides
+read them from memory: the figure is the hashing's CPU cost, not the disk's). Models:
 
 - ``forest``: a RandomForestRegressor grown on random data until its file is about the size asked,
   saved by the sklearn flavor (``--format``: its default, or ``cloudpickle``/``skops``); loading it
@@ -12,8 +13,9 @@ CPU cost, not the disk's). Models:
 - ``artifact``: a custom PythonModel whose ``load_context`` reads a ``--size-mb`` weights artifact into
   a NumPy array (a model whose load is little more than reading its file: the hardest case).
 
-Prints, per model, the median and spread (min-max over rounds) of each variant and the ratio of medians
-(checked / unchecked).
+Prints, per model, the median and spread (min-max over rounds) of each variant, the median CPU time of
+this process (all its threads: a busy machine inflates wall-clock times, less so CPU times), and the
+ratio of medians (checked / unchecked).
 
     .venv/bin/python bench/hashing.py                              # both models, 500 MB, 7 rounds
     .venv/bin/python bench/hashing.py --size-mb 20 --rounds 2      # a smoke run, to check that it runs
@@ -36,6 +38,7 @@ sys.path.insert(0, os.path.dirname(HERE))
 import numpy as np  # noqa: E402
 
 import modelfmt  # noqa: E402
+from modelfmt.digest_cache import CACHE_ENV, RACY_SECONDS  # noqa: E402
 from modelfmt.flavors import pyfunc  # noqa: E402
 from modelfmt.integrity import check_digests  # noqa: E402
 
@@ -82,38 +85,63 @@ def dir_mb(path: str) -> float:
     return sum(os.path.getsize(os.path.join(r, f)) for r, _, fs in os.walk(path) for f in fs) / 1e6
 
 
-def timed(fn) -> float:  # noqa: ANN001
+def timed(fn) -> tuple[float, float]:  # noqa: ANN001
+    """``(wall seconds, CPU seconds of this process)`` of ``fn()``."""
     gc.collect()
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     result = fn()
-    elapsed = time.perf_counter() - start
+    elapsed, cpu_used = time.perf_counter() - start, time.process_time() - cpu
     del result
-    return elapsed
+    return elapsed, cpu_used
 
 
-def run(path: str, rounds: int) -> dict[str, list[float]]:
+def with_cache(setting: str, fn):  # noqa: ANN001, ANN201
+    """``fn`` run with ``MODELFMT_DIGEST_CACHE`` set to ``setting`` (``off``, or the bench's own folder)."""
+
+    def call():  # noqa: ANN202
+        old = os.environ.get(CACHE_ENV)
+        os.environ[CACHE_ENV] = setting
+        try:
+            return fn()
+        finally:
+            if old is None:
+                os.environ.pop(CACHE_ENV, None)
+            else:
+                os.environ[CACHE_ENV] = old
+
+    return call
+
+
+def run(path: str, rounds: int, cache: str) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
     variants = {
-        "checked": lambda: modelfmt.load_model(path),
+        "checked": with_cache("off", lambda: modelfmt.load_model(path)),
         "unchecked": lambda: modelfmt.load_model(path, verify=False),
-        "check alone": lambda: check_digests(path),
+        "check alone": with_cache("off", lambda: check_digests(path)),
+        "cached": with_cache(cache, lambda: modelfmt.load_model(path)),
     }
+    time.sleep(RACY_SECONDS)  # a file younger than this is hashed every time (the digest cache's rule)
     for fn in variants.values():  # warm-up: files into the page cache, imports done
         timed(fn)
     times: dict[str, list[float]] = {k: [] for k in variants}
+    cpu: dict[str, list[float]] = {k: [] for k in variants}
     for i in range(rounds):
         order = list(variants) if i % 2 == 0 else list(reversed(variants))  # alternate who goes first
         for name in order:
-            times[name].append(timed(variants[name]))
-    return times
+            wall, used = timed(variants[name])
+            times[name].append(wall)
+            cpu[name].append(used)
+    return times, cpu
 
 
-def report(label: str, path: str, times: dict[str, list[float]]) -> None:
+def report(label: str, path: str, times: dict[str, list[float]], cpu: dict[str, list[float]]) -> None:
     med = {k: statistics.median(v) for k, v in times.items()}
     print(f"\n{label}: {dir_mb(path):.0f} MB on disk, {len(times['checked'])} rounds")
     for name, values in times.items():
-        print(f"  {name:12s} median {med[name]:7.3f} s   spread {min(values):.3f}-{max(values):.3f} s")
+        print(f"  {name:12s} median {med[name]:7.3f} s   spread {min(values):.3f}-{max(values):.3f} s   "
+              f"CPU median {statistics.median(cpu[name]):.3f} s")
     print(f"  ratio of medians, checked / unchecked: {med['checked'] / med['unchecked']:.2f}x "
-          f"(the check alone is {med['check alone'] / med['unchecked']:.0%} of an unchecked load)")
+          f"(the check alone is {med['check alone'] / med['unchecked']:.0%} of an unchecked load); "
+          f"checked again with the digest cache / unchecked: {med['cached'] / med['unchecked']:.2f}x")
 
 
 def main() -> None:
@@ -136,7 +164,7 @@ def main() -> None:
             else:
                 parser.error(f"unknown model {name!r}")
             print(f"saved {name} in {time.perf_counter() - start:.1f} s", flush=True)
-            report(name, path, run(path, args.rounds))
+            report(name, path, *run(path, args.rounds, os.path.join(work, "digest-cache")))
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

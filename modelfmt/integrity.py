@@ -26,12 +26,16 @@ carried over from model-signing 1.1.1 (``hashing.Config``, ``_serialization.file
 - SHA-256, files read in 1 MiB chunks, several files hashed at once in threads (hashlib releases the
   GIL while it hashes).
 
+A check skips hashing a file that this user's digest cache (:mod:`modelfmt.digest_cache`) saw unchanged
+before (same inode, size, mtime and ctime, on a local file system); saving always hashes.
+
 The public API, also for the registry: :func:`record_digests`, :func:`check_digests`, :func:`read_digests`.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
+import functools
 import hashlib
 import json
 import logging
@@ -42,6 +46,7 @@ import threading
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from modelfmt.digest_cache import DigestCache
 from modelfmt.errors import IntegrityError, ModelNotFoundError
 from modelfmt.io import write_file_atomic
 
@@ -150,15 +155,20 @@ def _hash_file(full: str) -> str:
     return digest.hexdigest()
 
 
-def hash_files(path: str | os.PathLike, names: Iterable[str], max_workers: int | None = None) -> dict[str, str]:
-    """``{name: sha256 hex}`` for ``names`` (POSIX paths relative to ``path``), hashed in parallel threads."""
+def hash_files(
+    path: str | os.PathLike, names: Iterable[str], max_workers: int | None = None, cache: DigestCache | None = None
+) -> dict[str, str]:
+    """``{name: sha256 hex}`` for ``names`` (POSIX paths relative to ``path``), hashed in parallel threads;
+    with ``cache``, a file unchanged since it was last hashed is not read again
+    (:mod:`modelfmt.digest_cache`)."""
     root = os.fspath(path)
     names = list(names)
     fulls = [os.path.join(root, *n.split("/")) for n in names]
+    one = _hash_file if cache is None else functools.partial(cache.digest, hash_file=_hash_file)
     if len(names) <= 1:
-        return {n: _hash_file(f) for n, f in zip(names, fulls, strict=True)}
+        return {n: one(f) for n, f in zip(names, fulls, strict=True)}
     with concurrent.futures.ThreadPoolExecutor(max_workers=max_workers) as pool:
-        return dict(zip(names, pool.map(_hash_file, fulls), strict=True))
+        return dict(zip(names, pool.map(one, fulls), strict=True))
 
 
 def subject_digest(resources: Iterable[Mapping[str, str]]) -> str:
@@ -244,11 +254,12 @@ def _check_document(file: str, doc: Any) -> None:
         seen.add(r["name"])
 
 
-def check_digests(path: str | os.PathLike, expected: Mapping[str, Any] | None = None) -> bool:
+def check_digests(path: str | os.PathLike, expected: Mapping[str, Any] | None = None, cached: bool = True) -> bool:
     """Check the files of the model directory ``path`` against ``expected`` (a digest document, by
     default the directory's own :data:`DIGEST_FILE`). ``True`` when every file is as recorded, ``False``
     when there is nothing to check against (no digest file); a :class:`DigestMismatchError` naming each
-    changed, missing and unexpected file otherwise."""
+    changed, missing and unexpected file otherwise. ``cached``: files unchanged since this user's last
+    check are not hashed again, where :mod:`modelfmt.digest_cache` can tell (``False``: hash them all)."""
     root = os.fspath(path)
     if expected is None:
         doc = read_digests(root)
@@ -263,7 +274,7 @@ def check_digests(path: str | os.PathLike, expected: Mapping[str, Any] | None = 
     missing = [n for n in recorded if n not in present and n not in others]
     unexpected = [n for n in (*files, *others) if n not in recorded]
     common = [n for n in files if n in recorded]
-    actual = hash_files(root, common)
+    actual = hash_files(root, common, cache=DigestCache.for_model(root) if cached else None)
     changed = [n for n in common if actual[n] != recorded[n]] + [n for n in others if n in recorded]
     if changed or missing or unexpected:
         raise DigestMismatchError(
