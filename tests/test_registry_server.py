@@ -5,6 +5,7 @@ and errors), then `modelfmt registry serve` as a real gunicorn process spoken to
 from __future__ import annotations
 
 import base64
+import contextlib
 import os
 import subprocess
 import sys
@@ -12,6 +13,8 @@ import sys
 import pytest
 
 pytest.importorskip("sqlalchemy")
+
+from registry_support import postgres_server, postgres_uri  # noqa: E402, F401 - fixtures
 
 API = "/api/2.0/mlflow"
 EXT = "/api/2.0/modelfmt"
@@ -367,15 +370,15 @@ def test_activity_and_version_in_stage_at(client, model_dir):
 
 
 # -- a real server ---------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def served(tmp_path_factory):
+@contextlib.contextmanager
+def _serving(base, backend_store_uri: str, *options: str):
+    """`modelfmt registry serve` in a subprocess: (url, process, log path); stopped at the end."""
     from modelfmt.serving.testing import free_port, stop_process, wait_until_ready
 
-    base = tmp_path_factory.mktemp("regsrv-served")
     port = free_port()
-    log = base / "server.log"
+    log = base / f"server-{port}.log"
     cmd = [sys.executable, "-m", "modelfmt", "registry", "serve", "--port", str(port),
-           "--backend-store-uri", f"sqlite:///{base}/registry.db", "--artifacts-dir", str(base / "artifacts")]
+           "--backend-store-uri", backend_store_uri, "--artifacts-dir", str(base / "artifacts"), *options]
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MODELFMT_REGISTRY", "MLFLOW_"))}
     with open(log, "wb") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
@@ -385,6 +388,13 @@ def served(tmp_path_factory):
         yield url, proc, log
     finally:
         stop_process(proc)
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    base = tmp_path_factory.mktemp("regsrv-served")
+    with _serving(base, f"sqlite:///{base}/registry.db") as running:
+        yield running
 
 
 def test_served_over_http_with_rest_registry(served, model_dir, tmp_path):
@@ -410,6 +420,36 @@ def test_served_over_http_with_rest_registry(served, model_dir, tmp_path):
         reg.get_registered_model("m-none")
     resp = requests.get(url + API + "/nothing", timeout=10)
     assert resp.status_code == 404 and resp.json()["error_code"] == "ENDPOINT_NOT_FOUND"
+
+
+def _register_concurrently(url: str, model_dir: str, name: str, count: int) -> list[int]:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from modelfmt.registry.rest import RestRegistry
+
+    reg = RestRegistry(url, user="gina")
+    reg.create_registered_model(name)
+    with ThreadPoolExecutor(count) as pool:
+        return sorted(pool.map(lambda _: reg.create_model_version(name, model_dir).version, range(count)))
+
+
+def test_served_threads_register_concurrently_on_sqlite(served, model_dir):
+    url, _, log = served
+    assert _register_concurrently(url, model_dir, "m-conc", 6) == [1, 2, 3, 4, 5, 6]
+    assert '" 5' not in log.read_text()
+
+
+def test_served_on_postgresql_with_two_workers(postgres_uri, tmp_path, model_dir):  # noqa: F811
+    from modelfmt.registry.rest import RestRegistry
+
+    with _serving(tmp_path, postgres_uri, "--workers", "2") as (url, proc, log):
+        assert _register_concurrently(url, model_dir, "m-pg", 6) == [1, 2, 3, 4, 5, 6]
+        reg = RestRegistry(url)
+        reg.transition_model_version_stage("m-pg", 6, "Production")
+        assert [v.version for v in reg.get_latest_versions("m-pg", ["Production"])] == [6]
+        files = reg.download_model_version("m-pg", 6, dst=tmp_path / "dl")
+        assert os.path.isfile(os.path.join(files, "MLmodel"))
+        assert '" 5' not in log.read_text()
 
 
 def test_served_stops_gracefully_on_sigterm(served):
