@@ -4,7 +4,7 @@ server (Debian's, a throwaway cluster), and ``registry``: the same tests on both
 Import the fixtures you use into the test module (``from registry_support import registry  # noqa:
 F401``). ``postgres_server`` is session-scoped: one cluster (``initdb`` into a temporary directory owned
 by the ``postgres`` user, since PostgreSQL refuses to run as root; a unix socket in that directory, no
-TCP listener) for the whole run, removed at the end; each test gets a database of its own
+TCP listener; the C locale, so that names sort by code point as on SQLite) for the whole run, removed at the end; each test gets a database of its own
 (``postgres_uri``). It fails (never skips) when PostgreSQL is not installed: ``make postgres`` installs it.
 """
 
@@ -75,7 +75,7 @@ def postgres_server():
         os.chown(directory, pwd.getpwnam("postgres").pw_uid, pwd.getpwnam("postgres").pw_gid)
     data, log = os.path.join(directory, "data"), os.path.join(directory, "log")
     port = free_port()
-    subprocess.run(_as_postgres([f"{bindir}/initdb", "-D", data, "-A", "trust", "-U", user, "-E", "UTF8",
+    subprocess.run(_as_postgres([f"{bindir}/initdb", "-D", data, "-A", "trust", "-U", user, "-E", "UTF8", "--locale=C",
                                  "--no-sync", "--no-instructions"]),
                    check=True, capture_output=True, timeout=120)
     options = f"-p {port} -k {directory} -c listen_addresses='' -c fsync=off -c synchronous_commit=off"

@@ -16,10 +16,17 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-import sqlalchemy as sa
-
 from modelfmt.errors import RegistryConflictError, RegistryError, RegistryNotFoundError, RegistryUnavailableError
-from modelfmt.registry import schema as t
+
+try:
+    import sqlalchemy as sa
+except ImportError as _e:  # the one message for a missing extra, not a traceback
+    raise RegistryError(
+        f"modelfmt's registry store needs the 'registry' extra ({_e.name} is missing): "
+        "pip install 'modelfmt[registry]'"
+    ) from _e
+
+from modelfmt.registry import schema as t  # noqa: E402 - after the extra's check
 from modelfmt.registry import search as s
 from modelfmt.registry import storage
 from modelfmt.registry.base import Registry
