@@ -210,7 +210,7 @@ def test_a_model_without_signature_or_example_gets_a_generic_document(docs):
 
 def test_the_v2_example_is_one_input_per_column(docs):
     v2 = docs["typed"]["paths"][INFER]["post"]["requestBody"]["content"]["application/json"]["example"]
-    assert v2["parameters"] == {"content_type": "pd"}
+    assert v2["parameters"] == {"content_type": "pd", "scale": 2.0}  # the example's params
     by_name = {t["name"]: t for t in v2["inputs"]}
     assert by_name["n"] == {"name": "n", "shape": [3], "datatype": "INT64", "data": [1, 2, 3]}
     assert by_name["flag"]["datatype"] == "BOOL"
@@ -228,3 +228,27 @@ def test_column_types_map_to_json_schema():
     assert obj["required"] == ["a"] and obj["properties"]["b"]["anyOf"][1] == {"type": "null"}
     assert tensor_schema(TensorSpec(np.int64, (-1, 2)), drop_rows=True) == {
         "type": "array", "items": {"type": "integer"}, "minItems": 2, "maxItems": 2}
+
+
+@pytest.mark.parametrize("name", ["elasticnet", "typed", "tensor"])
+def test_the_v2_example_is_answered_200_with_the_invocations_predictions(clients, docs, name):
+    client, doc = clients[name], docs[name]
+    operation = doc["paths"][INFER]["post"]
+    model = operation["parameters"][0]["schema"]["enum"][0]
+    resp = client.post(f"/v2/models/{model}/infer", json=operation["requestBody"]["content"]["application/json"][
+        "example"])
+    assert resp.status_code == 200, resp.get_data(as_text=True)
+    answer = resp.get_json()
+    assert answer["model_name"] == model
+    shown = doc["paths"]["/invocations"]["post"]["responses"]["200"]["content"]["application/json"]["example"]
+    (output,) = answer["outputs"]
+    assert np.allclose(np.asarray(output["data"], dtype=float), np.ravel(shown["predictions"]))
+
+
+def test_every_documented_get_route_answers_200(clients, docs):
+    client, doc = clients["elasticnet"], docs["elasticnet"]
+    gets = [path for path, item in doc["paths"].items() if "get" in item]
+    assert {"/ping", "/version", "/metadata", "/v2", "/v2/health/live", "/v2/models/{model_name}"} <= set(gets)
+    for path in gets:
+        resp = client.get(path.replace("{model_name}", "elasticnet"))
+        assert resp.status_code == 200, (path, resp.get_data(as_text=True))
