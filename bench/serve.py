@@ -13,6 +13,9 @@ bodies, so no cache can flatter a figure), with keep-alive and with `Connection:
 Points: a 1-row `dataframe_split` body (V2 tensor for MLServer) at c=1, 8, 32; 1,000 rows at c=8;
 100,000 rows at c=1: modelfmt with an Arrow IPC body (and JSON), MLflow's JSON formats (split and
 column `inputs`: the fastest counts), MLServer's V2 JSON; and c=1 with modelfmt's batching on vs off.
+V2 against V2, 1 row and 1,000 rows at c=8: modelfmt's V2 route with one FP64 input per column (the
+model's column signature), as JSON and as binary tensor data (binary outputs too, as tritonclient asks
+by default), next to MLServer's V2 JSON (its REST port takes no binary data: MLServer issue 324).
 Rounds are interleaved (every target runs each point once per round, in rotating order); before each
 point the bench waits for a quiet machine (1-minute load average below --max-load, or a 1 s sample of
 the CPUs under 15% busy, since the previous point's own load stays in that average for a minute; at
@@ -61,6 +64,8 @@ f:close()
 ROTATING_LUA = """local prefix, n = os.getenv("BODY_PREFIX"), tonumber(os.getenv("BODY_COUNT"))
 local path, headers = os.getenv("REQ_PATH"), {["Content-Type"] = os.getenv("REQ_TYPE")}
 if os.getenv("REQ_CLOSE") == "1" then headers["Connection"] = "close" end
+local hlen = os.getenv("REQ_HLEN")
+if hlen and hlen ~= "" then headers["Inference-Header-Content-Length"] = hlen end
 local bodies = {}
 for k = 0, n - 1 do
   local f = io.open(prefix .. k, "rb")
@@ -79,6 +84,9 @@ function request()
 end
 """
 COLUMNS = ["age", "sex", "bmi", "bp", "s1", "s2", "s3", "s4", "s5", "s6"]
+OCTET = "application/octet-stream"
+V2_KINDS = ("v2cols", "v2bin")  # modelfmt's V2 bodies: one FP64 input per column, JSON or binary data
+V2_PATH = "/v2/models/model/infer"  # `modelfmt serve DIR/model` answers to the directory's name
 
 
 # -- the model and the bodies -------------------------------------------------------------------
@@ -117,6 +125,8 @@ def _body(kind: str, frame) -> bytes:
         values = frame.to_numpy()
         return orjson.dumps({"inputs": [{"name": "predict", "shape": list(values.shape), "datatype": "FP64",
                                          "data": values.ravel().tolist()}]})
+    if kind in V2_KINDS:
+        return _v2_columns(frame, binary=kind == "v2bin")
     if kind == "arrow":
         import pyarrow as pa
 
@@ -126,6 +136,31 @@ def _body(kind: str, frame) -> bytes:
             writer.write_table(table)
         return sink.getvalue().to_pybytes()
     raise ValueError(kind)
+
+
+def _v2_columns(frame, binary: bool) -> bytes:
+    """A V2 request of one ``[N, 1]`` FP64 input per column: JSON data, or binary data after a JSON header
+    (its length in the file ``<prefix>header-length``, see :func:`header_length`), binary outputs asked."""
+    import numpy as np
+    import orjson
+
+    n = len(frame)
+    if not binary:
+        return orjson.dumps({"inputs": [{"name": c, "shape": [n, 1], "datatype": "FP64", "data": frame[c].tolist()}
+                                        for c in frame.columns]})
+    raws = [np.ascontiguousarray(frame[c].to_numpy(), dtype="<f8").tobytes() for c in frame.columns]
+    header = orjson.dumps({
+        "parameters": {"binary_data_output": True},
+        "inputs": [{"name": c, "shape": [n, 1], "datatype": "FP64", "parameters": {"binary_data_size": len(r)}}
+                   for c, r in zip(frame.columns, raws, strict=True)],
+    })
+    return header + b"".join(raws)
+
+
+def header_length(prefix: str) -> str:
+    """The JSON header length of a binary V2 body set (the same for every body of one row count)."""
+    with open(prefix + "header-length") as f:
+        return f.read().strip()
 
 
 def write_bodies(tmp: str, quick: bool) -> dict:
@@ -138,7 +173,7 @@ def write_bodies(tmp: str, quick: bool) -> dict:
     sets = {}
     plan = [(1, 100), (1000, 100), (100_000, 2 if quick else 4)]
     for rows, count in plan:
-        kinds = ("split", "v2") if rows < 100_000 else ("split", "columns", "v2", "arrow")
+        kinds = ("split", "v2", *V2_KINDS) if rows < 100_000 else ("split", "columns", "v2", "arrow")
         frames = []
         for _ in range(count):
             frame = X.sample(rows, replace=True, random_state=int(rng.integers(1 << 31))).reset_index(drop=True)
@@ -148,6 +183,10 @@ def write_bodies(tmp: str, quick: bool) -> dict:
             for k, frame in enumerate(frames):
                 with open(prefix + str(k), "wb") as f:
                     f.write(_body(kind, frame))
+            if kind == "v2bin":
+                header = _v2_columns(frames[0], binary=True)[: -len(frames[0]) * 8 * len(frames[0].columns)]
+                with open(prefix + "header-length", "w") as f:
+                    f.write(str(len(header)))
             sets[(rows, kind)] = (prefix, count)
     return sets
 
@@ -211,6 +250,20 @@ class Server:
         with urllib.request.urlopen(req, timeout=120) as r:
             doc = json.loads(r.read())
         return doc["outputs"][0]["data"] if self.protocol == "v2" else doc["predictions"]
+
+    def post_v2(self, body: bytes, hlen: str | None) -> list:
+        """modelfmt's V2 predictions for one body (JSON, or binary data with its header length), flat."""
+        import numpy as np
+
+        headers = {"Content-Type": OCTET if hlen else "application/json"}
+        if hlen:
+            headers["Inference-Header-Content-Length"] = hlen
+        req = urllib.request.Request(self.url + V2_PATH, body, headers)
+        with urllib.request.urlopen(req, timeout=120) as r:
+            data, answer_hlen = r.read(), r.headers.get("Inference-Header-Content-Length")
+        if answer_hlen is None:
+            return json.loads(data)["outputs"][0]["data"]
+        return np.frombuffer(data[int(answer_hlen):], dtype="<f8").tolist()  # the one FP64 output
 
     def score(self, body_file: str) -> list:
         """The predictions for a `dataframe_split` body file (compare_builds.py)."""
@@ -304,6 +357,14 @@ def points(servers: list[Server]) -> list[dict]:
     out.append({"label": "100,000 rows, c=1", "rows": 100_000, "c": 1, "runs": big})
     batch = [(s, *b) for s in servers if s.name in ("modelfmt", "modelfmt-nobatch") for b in body_for(s)]
     out.append({"label": "1 row, c=1, batching on vs off", "rows": 1, "c": 1, "runs": batch})
+    v2 = []
+    for s in servers:
+        if s.name == "modelfmt":
+            v2 += [(s, "modelfmt v2", "v2cols", json_type), (s, "modelfmt v2 binary", "v2bin", OCTET)]
+        elif s.protocol == "v2":
+            v2 += [(s, *b) for b in body_for(s)]
+    for rows, label in ((1, "1 row"), (1000, "1,000 rows")):
+        out.append({"label": f"V2, {label}, c=8", "rows": rows, "c": 8, "runs": v2})
     return out
 
 
@@ -402,10 +463,18 @@ def check_answers(servers: list[Server], sets: dict) -> None:
         prefix, _ = sets[(1000, kind)]
         with open(prefix + "0", "rb") as f:
             got = s.post(f.read(), "application/json")
-        if want is None:
-            want = got
-        assert len(got) == len(want), f"{s.name} answers {len(got)} predictions for {len(want)} rows"
-        assert max(abs(a - b) for a, b in zip(got, want, strict=True)) < 1e-6, f"{s.name} answers differ"
+        answers = [(s.name, got)]
+        if s.name == "modelfmt":  # and its V2 route, JSON and binary
+            for kind in V2_KINDS:
+                prefix, _ = sets[(1000, kind)]
+                with open(prefix + "0", "rb") as f:
+                    hlen = header_length(prefix) if kind == "v2bin" else None
+                    answers.append((f"modelfmt {kind}", s.post_v2(f.read(), hlen)))
+        for name, got in answers:
+            if want is None:
+                want = got
+            assert len(got) == len(want), f"{name} answers {len(got)} predictions for {len(want)} rows"
+            assert max(abs(a - b) for a, b in zip(got, want, strict=True)) < 1e-6, f"{name} answers differ"
 
 
 def arrow_accepted(server: Server, sets: dict) -> bool:
@@ -431,13 +500,15 @@ def run_points(pts: list[dict], sets: dict, args: argparse.Namespace, lua: str) 
                 shift = r % max(1, len(runs))
                 for s, label, kind, ctype in runs[shift:] + runs[:shift]:
                     prefix, count = sets[(p["rows"], kind)]
-                    env = {"BODY_PREFIX": prefix, "BODY_COUNT": str(count), "REQ_PATH": s.infer, "REQ_TYPE": ctype,
-                           "REQ_CLOSE": "1" if mode == "close" else "0"}
+                    path = V2_PATH if kind in V2_KINDS else s.infer
+                    env = {"BODY_PREFIX": prefix, "BODY_COUNT": str(count), "REQ_PATH": path, "REQ_TYPE": ctype,
+                           "REQ_CLOSE": "1" if mode == "close" else "0",
+                           "REQ_HLEN": header_length(prefix) if kind == "v2bin" else ""}
                     if p["rows"] >= 100_000:
                         res = timed_posts(s, prefix, count, ctype, args.big_requests, mode == "close")
                     else:
-                        wrk(s.url + s.infer, None, p["c"], 1, lua, env)  # warm connections and caches
-                        res = wrk(s.url + s.infer, None, p["c"], args.seconds, lua, env)
+                        wrk(s.url + path, None, p["c"], 1, lua, env)  # warm connections and caches
+                        res = wrk(s.url + path, None, p["c"], args.seconds, lua, env)
                     res["load"] = load
                     results.setdefault((p["label"], mode, label), []).append(res)
                     bad = " FAILED" if res["errors"] or res["socket"] else ""
@@ -491,31 +562,39 @@ def table(results: dict, pts: list[dict], args: argparse.Namespace, starts: dict
                 s = summ[label]
                 detail.append(f"| {p['label']} | {mode} | {label} | {_n(s['rps'])} ({_n(s['lo'])}-{_n(s['hi'])}) | "
                               f"{s['p99']:.1f} | {s['bad']} |")
-            ours = "modelfmt arrow" if "modelfmt arrow" in summ else "modelfmt"
-            if ours not in summ:
-                continue
-            mls = [label for label in labels if label.startswith("mlserver")]
-            mlf = [label for label in labels if label.startswith("mlflow")]
-            best_s = max(mls, key=lambda k: summ[k]["rps"]) if mls else None
-            best_f = max(mlf, key=lambda k: summ[k]["rps"]) if mlf else None
-            o = summ[ours]
-            cells = [p["label"], mode, f"{_n(o['rps'])} ({_n(o['lo'])}-{_n(o['hi'])})", f"{o['p99']:.1f}"]
-            for best in (best_s, best_f):
-                if best is None:
-                    cells += ["-", "-", "-"]
-                    continue
-                b = summ[best]
-                name = f" ({best})" if best == best_s else ""
-                cells += [f"{_n(b['rps'])}{name}", f"{b['p99']:.1f}",
-                          _ratio(results, (p["label"], mode, ours), (p["label"], mode, best))]
-            if p["label"].startswith("1 row, c=1, batching"):
-                cells[4:7] = ["-", "-", "batching on / off: " + _ratio(
-                    results, (p["label"], mode, "modelfmt"), (p["label"], mode, "modelfmt-nobatch"))]
-            cells.append(str(sum(summ[k]["bad"] for k in labels)))
-            lines.append("| " + " | ".join(cells) + " |")
+            if p["label"].startswith("V2"):
+                candidates = [("modelfmt v2", " (JSON)"), ("modelfmt v2 binary", " (binary)")]
+            else:
+                candidates = [("modelfmt arrow" if "modelfmt arrow" in summ else "modelfmt", "")]
+            for ours, suffix in candidates:
+                if ours in summ:
+                    lines.append(_summary_row(p, mode, ours, suffix, labels, summ, results))
     lines += detail
     lines += ["", "Start to ready (s): " + ", ".join(f"{k} {v:.1f}" for k, v in starts.items()) + "."]
     return "\n".join(lines)
+
+
+def _summary_row(p: dict, mode: str, ours: str, suffix: str, labels: list, summ: dict, results: dict) -> str:
+    """One line of the summary table: ``ours`` against the best MLServer and MLflow targets of the point."""
+    mls = [label for label in labels if label.startswith("mlserver")]
+    mlf = [label for label in labels if label.startswith("mlflow")]
+    best_s = max(mls, key=lambda k: summ[k]["rps"]) if mls else None
+    best_f = max(mlf, key=lambda k: summ[k]["rps"]) if mlf else None
+    o = summ[ours]
+    cells = [p["label"] + suffix, mode, f"{_n(o['rps'])} ({_n(o['lo'])}-{_n(o['hi'])})", f"{o['p99']:.1f}"]
+    for best in (best_s, best_f):
+        if best is None:
+            cells += ["-", "-", "-"]
+            continue
+        b = summ[best]
+        name = f" ({best})" if best == best_s else ""
+        cells += [f"{_n(b['rps'])}{name}", f"{b['p99']:.1f}",
+                  _ratio(results, (p["label"], mode, ours), (p["label"], mode, best))]
+    if p["label"].startswith("1 row, c=1, batching") and (p["label"], mode, "modelfmt-nobatch") in results:
+        cells[4:7] = ["-", "-", "batching on / off: " + _ratio(
+            results, (p["label"], mode, "modelfmt"), (p["label"], mode, "modelfmt-nobatch"))]
+    cells.append(str(sum(summ[k]["bad"] for k in labels)))
+    return "| " + " | ".join(cells) + " |"
 
 
 def main() -> None:
