@@ -453,11 +453,34 @@ def test_served_on_postgresql_with_two_workers(postgres_uri, tmp_path, model_dir
 
 
 def test_served_stops_gracefully_on_sigterm(served):
-    from modelfmt.serving.testing import stop_process
+    import signal
+    import socket
+    import time
+    from urllib.parse import urlsplit
 
-    _, proc, log = served
-    assert stop_process(proc) == 0
-    assert "listening on http://127.0.0.1" in log.read_text()
+    import requests
+
+    url, proc, log = served
+    # An upload in flight when SIGTERM comes: half its body sent, then the signal, then the rest.
+    body = b"x" * 200_000
+    parts = urlsplit(url)
+    with socket.create_connection((parts.hostname, parts.port), timeout=30) as sock:
+        sock.sendall(f"PUT {ART}/incoming/inflight.bin HTTP/1.1\r\nHost: {parts.netloc}\r\n"
+                     f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode() + body[:1000])
+        time.sleep(0.5)  # the worker is reading the body now
+        proc.send_signal(signal.SIGTERM)
+        time.sleep(0.5)
+        sock.sendall(body[1000:])
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 200"), answer[:300]
+    assert (log.parent / "artifacts" / ".uploads" / "incoming" / "inflight.bin").stat().st_size == len(body)
+    assert proc.wait(30) == 0
+    text = log.read_text()
+    assert "listening on http://127.0.0.1" in text and "Handling signal: term" in text
+    with pytest.raises(requests.ConnectionError):
+        requests.get(url + "/health", timeout=5)
 
 
 def test_serve_refuses_a_server_url_as_store():
