@@ -178,3 +178,26 @@ def test_every_page_file_is_package_data():
     folder = ROOT / "serving" / "pages"
     files = [p.name for p in folder.iterdir() if p.is_file() and p.suffix != ".py"]
     assert files and all(any(fnmatch(f, pat) for pat in patterns) for f in files), files
+
+
+def test_a_signed_model_names_the_key_that_signed_it(sklearn_model_path, tmp_path):
+    import shutil
+
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from modelfmt.signing import public_key_fingerprint, sign_model
+
+    path = str(tmp_path / "signed")
+    shutil.copytree(sklearn_model_path, path)
+    key = ec.generate_private_key(ec.SECP256R1())
+    private, public = tmp_path / "key.pem", tmp_path / "key.pub"
+    private.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                          serialization.NoEncryption()))
+    public.write_bytes(key.public_key().public_bytes(serialization.Encoding.PEM,
+                                                     serialization.PublicFormat.SubjectPublicKeyInfo))
+    sign_model(path, private)
+    opened = open_model(path, public_key=str(public))
+    page = create_app(opened).test_client().get("/").get_data(as_text=True)
+    fingerprint = public_key_fingerprint(public)
+    assert f'class="integrity-signed">signature verified: signed by the key {fingerprint}' in page
