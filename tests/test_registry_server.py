@@ -483,8 +483,10 @@ def test_served_stops_gracefully_on_sigterm(served):
         requests.get(url + "/health", timeout=5)
 
 
-def test_serve_refuses_a_server_url_as_store():
-    proc = subprocess.run([sys.executable, "-m", "modelfmt", "registry", "serve", "--backend-store-uri",
-                           "http://127.0.0.1:1"], capture_output=True, text=True, timeout=60)
+@pytest.mark.parametrize("argv", [["registry", "serve", "--backend-store-uri", "http://127.0.0.1:1"],
+                                  ["registry", "--registry-uri", "http://127.0.0.1:1", "serve"]])
+def test_serve_refuses_a_server_url_as_store(argv):
+    proc = subprocess.run([sys.executable, "-m", "modelfmt", *argv], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2, proc.stderr
-    assert proc.stderr.startswith("modelfmt: error:") and "sqlite:///" in proc.stderr
+    assert proc.stderr.startswith("modelfmt: error:") and "'http://127.0.0.1:1'" in proc.stderr
+    assert "sqlite:///" in proc.stderr

@@ -5,6 +5,11 @@ from __future__ import annotations
 
 import click
 
+from modelfmt.cli import debug_option
+
+# Where `modelfmt registry`'s group keeps its --registry-uri and --artifacts-dir (modelfmt/cli/registry.py).
+_GROUP_META = "modelfmt.registry"
+
 
 def _env(name: str) -> dict:
     return {"envvar": f"MODELFMT_REGISTRY_{name}", "show_envvar": True}
@@ -37,5 +42,12 @@ def serve(host: str, port: int, backend_store_uri: str | None, artifacts_dir: st
     from modelfmt.cli import debug_enabled
     from modelfmt.serving.registry_app.server import run
 
+    # `modelfmt registry --registry-uri sqlite:///r.db serve` names the store too (the option here wins).
+    group = click.get_current_context().meta.get(_GROUP_META, {})
+    backend_store_uri = backend_store_uri or group.get("uri")
+    artifacts_dir = artifacts_dir or group.get("artifact_root")
     run(backend_store_uri, artifacts_dir, host=host, port=port, workers=workers, threads=threads,
         allow_local_sources=allow_local_sources, debug=debug_enabled(), access_log=access_log)
+
+
+serve.params.append(debug_option())
