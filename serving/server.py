@@ -328,6 +328,7 @@ def run(
     opened = open_model(model)
     _configure_logging(debug)
     created = _metrics_dir()
+    master = os.getpid()
     _preload(opened)
     workers = workers or default_workers()
     app_options = {"max_body_size": max_body_size or DEFAULT_MAX_BODY_SIZE, "debug": debug, "batching": batching,
@@ -347,7 +348,9 @@ def run(
             options = _gunicorn_options(host, port, workers, threads, timeout, debug, access_log)
             _app_class()(opened, options, app_options, timeout, grpc_options).run()
     finally:
-        if created:
+        # A gunicorn worker that stops by itself (retired after a gRPC timeout) leaves through here too,
+        # by sys.exit in its fork: only the master removes what the master made.
+        if created and os.getpid() == master:
             from modelfmt.serving.metrics import MULTIPROC_ENV
 
             # Left set, a later run() in this process would take the removed directory for the user's.

@@ -7,6 +7,7 @@ from __future__ import annotations
 import filecmp
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -346,3 +347,42 @@ def test_concurrent_requests_share_the_batcher(local):
         t.join()
     assert results == {i: float(i) for i in range(8)}
 
+
+
+# -- a real server's timeout and graceful stop, under both engines ----------------------------------
+def _chaos_call(stub, x: float, timeout: float = 30) -> float:
+    return stub.ModelInfer(chaos_request(x), timeout=timeout).outputs[0].contents.fp64_contents[0]
+
+
+@pytest.mark.parametrize("engine", ["gunicorn", "granian"])
+def test_timeout_retires_the_worker_and_sigterm_finishes_calls(tmp_path, engine):
+    """Past --timeout: DEADLINE_EXCEEDED and a fresh worker that serves gRPC again; on SIGTERM a call in
+    flight still gets its answer and the server exits 0."""
+    path = models.save_chaos(str(tmp_path / "chaos"))
+    port = free_port()
+    with serving(path, workers=1, timeout=2, server=engine, grpc_port=port) as url:
+        deadline = time.monotonic() + 60
+        while not grpc_worker_pids(url.log_path) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        first = grpc_worker_pids(url.log_path)
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stub = pb_grpc.GRPCInferenceServiceStub(channel)
+            assert _chaos_call(stub, 1.0) == 1.0
+            with pytest.raises(grpc.RpcError) as e:
+                _chaos_call(stub, 103.0)  # sleeps 3 s
+            assert e.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+            assert "timeout of 2s" in e.value.details()
+            while time.monotonic() < deadline:  # the replacement worker answers
+                try:
+                    assert _chaos_call(stub, 2.0, timeout=5) == 2.0
+                    break
+                except grpc.RpcError:
+                    time.sleep(0.2)
+            else:
+                pytest.fail("no worker answered gRPC after the timeout")
+            assert grpc_worker_pids(url.log_path) - first
+            in_flight = stub.ModelInfer.future(chaos_request(101.5), timeout=30)  # 1.5 s, within the timeout
+            time.sleep(0.5)
+            os.kill(url.pid, signal.SIGTERM)
+            assert in_flight.result().outputs[0].contents.fp64_contents[0] == 101.5
+        assert url.process.wait(30) == 0

@@ -361,9 +361,16 @@ def start_in_worker(guard: Any, options: dict[str, Any]) -> grpc.Server:
     a request past the timeout retires the worker through it, as an HTTP 504 does), ``options`` the
     ``host``, ``port``, ``threads``, ``timeout`` and ``max_message_size``. Stopped at the worker's exit."""
     runtime = guard.app.extensions["modelfmt"]
+    servers: list[grpc.Server] = []
+
+    def retire() -> None:
+        guard._retire()  # the HTTP side's retirement: no new requests, the worker exits once they are done
+        for server in servers:  # and no new calls here: clients reconnect to the other workers
+            server.stop(options["timeout"])
+
     server = start_server(runtime, options["host"], options["port"], threads=options["threads"],
-                          timeout=options["timeout"], max_message_size=options["max_message_size"],
-                          on_timeout=getattr(guard, "_retire", None))
+                          timeout=options["timeout"], max_message_size=options["max_message_size"], on_timeout=retire)
+    servers.append(server)
     # Run at this process's normal exit, and also at a multiprocessing child's (granian's workers), whose
     # exit skips atexit handlers.
     multiprocessing.util.Finalize(None, stop, args=(server, options["timeout"]), exitpriority=10)
