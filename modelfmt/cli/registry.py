@@ -206,7 +206,8 @@ def list_models(filter_string: str, max_results: int, as_json: bool) -> None:
 
     reg, _ = _open()
     with reg:
-        models, token = [], None
+        models: list[RegisteredModel] = []
+        token = None
         while len(models) < max_results:
             page = reg.search_registered_models(filter_string, max_results=max_results - len(models),
                                                 page_token=token)

@@ -33,7 +33,7 @@ from modelfmt.registry.base import Registry
 from modelfmt.registry.database import IMMEDIATE, make_engine, upgrade
 from modelfmt.registry.entities import STAGES, ModelVersion, Page, RegisteredModel
 from modelfmt.registry.provenance import provenance_tags
-from modelfmt.registry.store_common import check_name, check_stage, check_version, from_ms, now_ms, who
+from modelfmt.registry.store_common import check_name, check_stage, check_version, from_ms, new_id, now_ms, who
 from modelfmt.registry.store_history import HistoryMixin
 
 __all__ = ["SqlRegistry"]
@@ -134,9 +134,9 @@ class SqlRegistry(HistoryMixin, Registry):
         top = (sa.select(mv.c.current_stage, sa.func.max(mv.c.version).label("v"))
                .where(mv.c.model_id == model.id, mv.c.current_stage.in_(wanted))
                .group_by(mv.c.current_stage).subquery())
-        rows = conn.execute(sa.select(mv).join(top, sa.and_(mv.c.current_stage == top.c.current_stage,
+        rows = list(conn.execute(sa.select(mv).join(top, sa.and_(mv.c.current_stage == top.c.current_stage,
                                                             mv.c.version == top.c.v))
-                            .where(mv.c.model_id == model.id)).all()
+                            .where(mv.c.model_id == model.id)).all())
         rows.sort(key=lambda r: wanted.index(r.current_stage))
         return self._versions(conn, rows, {model.id: model.name})
 
@@ -160,9 +160,9 @@ class SqlRegistry(HistoryMixin, Registry):
         if conn.execute(sa.select(t.registered_models.c.id).where(t.registered_models.c.name == name)).first():
             raise RegistryConflictError(f"registered model {name!r} already exists")
         now = now_ms()
-        model_id = conn.execute(t.registered_models.insert().values(
+        model_id = new_id(conn.execute(t.registered_models.insert().values(
             name=name, description=description or "", last_version=0, creation_time=now, last_updated_time=now,
-        )).inserted_primary_key[0]
+        )))
         for key, value in (tags or {}).items():
             conn.execute(t.registered_model_tags.insert().values(model_id=model_id, key=_key(key), value=str(value)))
         self._log(conn, model_id, name, "create_model", user, authenticated, description=description or "",
@@ -204,8 +204,8 @@ class SqlRegistry(HistoryMixin, Registry):
             row = self._model_row(conn, name, lock=True)
             conn.execute(t.registered_models.update().where(t.registered_models.c.id == row.id)
                          .values(description=description or "", last_updated_time=now_ms()))
-            self._log(conn, row.id, name, "update_description", *who(user), **{"from": row.description,
-                                                                                 "to": description or ""})
+            self._log(conn, row.id, name, "update_description", *who(user),
+                      **_change(row.description, description or ""))
             return self._model(conn, self._model_row(conn, name))
 
     def rename_registered_model(self, name: str, new_name: str, user: str | None = None) -> RegisteredModel:
@@ -224,7 +224,7 @@ class SqlRegistry(HistoryMixin, Registry):
                 if v.storage_location and v.storage_location.startswith(old_dir + os.sep):
                     conn.execute(t.model_versions.update().where(t.model_versions.c.id == v.id).values(
                         storage_location=new_dir + v.storage_location[len(old_dir):]))
-            self._log(conn, row.id, new_name, "rename_model", *who(user), **{"from": name, "to": new_name})
+            self._log(conn, row.id, new_name, "rename_model", *who(user), **_change(name, new_name))
             if os.path.isdir(old_dir):
                 if os.path.lexists(new_dir):  # an orphan no row names (a crashed registration)
                     storage.remove_tree(new_dir)
@@ -346,13 +346,13 @@ class SqlRegistry(HistoryMixin, Registry):
                 conn.execute(t.registered_models.update().where(t.registered_models.c.id == model.id)
                              .values(last_version=number, last_updated_time=now))
                 final = os.path.join(self._model_dir(name), str(number))
-                vid = conn.execute(t.model_versions.insert().values(
+                vid = new_id(conn.execute(t.model_versions.insert().values(
                     model_id=model.id, version=number, source=source, run_id=run_id or None,
                     run_link=run_link or None, description=description or "", current_stage="None",
                     status="READY", signature=storage.signature_json(mlmodel), digest=digest,
                     storage_location=final, user_id=user_id, authenticated=auth, creation_time=now,
                     last_updated_time=now,
-                )).inserted_primary_key[0]
+                )))
                 for key, value in all_tags.items():
                     conn.execute(t.model_version_tags.insert().values(version_id=vid, key=key, value=value))
                 self._log(conn, model.id, name, "register_version", user_id, auth, version=number, stage="None",
@@ -401,7 +401,7 @@ class SqlRegistry(HistoryMixin, Registry):
         with self._tx(write=False) as conn:
             rows = conn.execute(q.offset(offset).limit(limit + 1)).all()[: limit + 1]
             page = rows[:limit]
-            items = self._versions(conn, page, {r.model_id: r.model_name for r in page})
+            items = self._versions(conn, list(page), {r.model_id: r.model_name for r in page})
         return Page(items, s.encode_page_token(offset + limit) if len(rows) > limit else None)
 
     def update_model_version(self, name: str, version: int, description: str,
@@ -412,7 +412,7 @@ class SqlRegistry(HistoryMixin, Registry):
             conn.execute(t.model_versions.update().where(t.model_versions.c.id == row.id)
                          .values(description=description or "", last_updated_time=now_ms()))
             self._log(conn, model.id, name, "update_version_description", *who(user), version=row.version,
-                      **{"from": row.description, "to": description or ""})
+                      **_change(row.description, description or ""))
             row = conn.execute(sa.select(t.model_versions).where(t.model_versions.c.id == row.id)).one()
             return self._versions(conn, [row], {model.id: name})[0]
 
@@ -550,6 +550,10 @@ def _version_clause(c: s.Clause) -> Any:
     if c.kind == "tag":
         return _tag_clause(c, t.model_version_tags, "version_id", t.model_versions.c.id)
     return _compare(_VERSION_COLUMNS[c.key], c.comparator, c.value)
+
+
+def _change(before: str, after: str) -> dict[str, Any]:
+    return {"from": before, "to": after}
 
 
 def _key(key: Any) -> str:

@@ -69,3 +69,15 @@ def check_version(version: Any) -> int:
     if v < 1 or str(version).strip() != str(v):
         raise RegistryError(f"version {version!r} is not a version number (1, 2, ...)")
     return v
+
+
+def at_ms(ms: int) -> dt.datetime:
+    """Milliseconds since the epoch (never NULL) as an aware UTC datetime."""
+    return dt.datetime.fromtimestamp(ms / 1000, tz=dt.timezone.utc)
+
+
+def new_id(result: Any) -> int:
+    """The primary key an INSERT made."""
+    key = result.inserted_primary_key
+    assert key is not None  # an INSERT of one row always has one
+    return int(key[0])

@@ -29,7 +29,7 @@ from modelfmt.registry.entities import (
     Page,
     TransitionRequest,
 )
-from modelfmt.registry.store_common import check_stage, check_version, from_ms, now_ms, to_ms, who
+from modelfmt.registry.store_common import at_ms, check_stage, check_version, from_ms, new_id, now_ms, to_ms, who
 
 if TYPE_CHECKING:
     from contextlib import AbstractContextManager
@@ -90,10 +90,10 @@ class HistoryMixin:
                 raise RegistryConflictError(
                     f"transition request {dup} to move version {row.version} of {name!r} to {stage} is already pending"
                 )
-            rid = conn.execute(tr.insert().values(
+            rid = new_id(conn.execute(tr.insert().values(
                 model_id=model.id, version_id=row.id, to_stage=stage, comment=comment or "", requested_by=user_id,
                 creation_time=now_ms(), status=PENDING, archive_existing_versions=bool(archive_existing_versions),
-            )).inserted_primary_key[0]
+            )))
             self._log(conn, model.id, name, "request_transition", user_id, auth, version=row.version,
                       request_id=rid, to_stage=stage, comment=comment or "")
             return self._request_entity(conn, rid)
@@ -178,7 +178,7 @@ class HistoryMixin:
             if until is not None:
                 q = q.where(a.c.timestamp <= to_ms(until))
             rows = conn.execute(q.order_by(a.c.id.desc()).offset(offset).limit(limit + 1)).all()
-        items = [ActivityEntry(id=r.id, name=r.name, action=r.action, user=r.user_id, at=from_ms(r.timestamp),
+        items = [ActivityEntry(id=r.id, name=r.name, action=r.action, user=r.user_id, at=at_ms(r.timestamp),
                                version=r.version, authenticated=bool(r.authenticated), details=json.loads(r.details))
                  for r in rows[:limit]]
         return Page(items, s.encode_page_token(offset + limit) if len(rows) > limit else None)
