@@ -42,6 +42,15 @@ def _client_for(uri: str, client: HttpClient) -> tuple[HttpClient, str]:
     return client, _clean_rel(unquote(parts.path))
 
 
+def artifact_path(uri: str) -> str:
+    """The path on the artifact proxy of an ``mlflow-artifacts:`` URI (a :class:`RegistryError` for another
+    kind: modelfmt uploads only through the proxy)."""
+    parts = urlsplit(uri)
+    if parts.scheme.lower() != "mlflow-artifacts":
+        raise RegistryError(f"cannot upload to {uri}: start the MLflow server with --serve-artifacts")
+    return _clean_rel(unquote(parts.path))
+
+
 def _safe_name(name: str, where: str) -> str:
     # The listing names one level; a name that climbs out (or hides a separator) is refused, never followed.
     base = name.rsplit("/", 1)[-1]

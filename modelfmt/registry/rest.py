@@ -4,7 +4,7 @@
 
 HTTP, credentials, TLS and retries: :mod:`.http`. JSON: :mod:`.wire`. Files: :mod:`.downloads` into
 :mod:`.cache`. Registering a local model directory uploads its files through the ``mlflow-artifacts``
-route (to ``uploads/<random>/``) and registers that location as the version's source.
+route (modelfmt's server: to ``uploads/<random>/``; MLflow's: into a run) and registers that location.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import os
+import time
 import uuid
 from typing import Any
 from urllib.parse import quote
@@ -34,6 +35,7 @@ class RestRegistry(Registry):
     def __init__(self, url: str, user: str | None = None) -> None:
         self.uri = url.rstrip("/")
         self.http = HttpClient(self.uri, user=user)
+        self._modelfmt: bool | None = None
 
     # -- plumbing --------------------------------------------------------------------------------
     def _get(self, route: str, **params: Any) -> dict[str, Any]:
@@ -120,17 +122,45 @@ class RestRegistry(Registry):
     def create_model_version(self, name: str, source: str, run_id: str | None = None,
                              run_link: str | None = None, description: str = "",
                              tags: dict[str, str] | None = None, user: str | None = None) -> ModelVersion:
-        """Register ``source``: a location the server reads, or a local model directory, uploaded first."""
+        """Register ``source``: a location the server reads, or a local model directory, uploaded first
+        (to modelfmt's server's upload area; to MLflow's, into a run it creates when ``run_id`` is not
+        given, since MLflow registers only files inside the run that ``run_id`` names)."""
         if os.path.isdir(source):
-            source = self.upload(source)
+            if self.is_modelfmt_server():
+                source = self.upload(source, f"uploads/{uuid.uuid4().hex}")
+            else:
+                run_id = run_id or self._create_run(name, user)
+                run = self._get("runs/get", run_id=run_id)["run"]["info"]
+                source = self.upload(source, downloads.artifact_path(run["artifact_uri"]) + "/model")
         body = {"name": name, "source": source, "run_id": run_id, "run_link": run_link,
                 "description": description, "tags": wire.tags_to_json(tags or {})}
         return wire.model_version_from_json(self._send("POST", "model-versions/create", body, user)["model_version"])
 
-    def upload(self, folder: str) -> str:
-        """Upload the files of ``folder`` through the ``mlflow-artifacts`` route; the ``mlflow-artifacts:``
-        URI they are at."""
-        dest = f"uploads/{uuid.uuid4().hex}"
+    def is_modelfmt_server(self) -> bool:
+        """Whether the server is modelfmt's (it has the ``/api/2.0/modelfmt/`` extensions), asked once."""
+        if self._modelfmt is None:
+            try:
+                self.http.call("GET", EXT + "transition-requests/list", params={"name": "-", "status": "PENDING"})
+                self._modelfmt = True
+            except EndpointNotFoundError:
+                self._modelfmt = False
+            except RegistryError:
+                self._modelfmt = True  # the route is there; it refused the made-up name
+        return self._modelfmt
+
+    def _create_run(self, name: str, user: str | None) -> str:
+        # MLflow's Default experiment ("0"), as MLflow's own client registers a bare model folder.
+        body = {"experiment_id": "0", "run_name": f"modelfmt register {name}", "start_time": int(time.time() * 1000),
+                "tags": [{"key": "mlflow.source.type", "value": "LOCAL"}, {"key": "mlflow.source.name",
+                                                                           "value": "modelfmt"}]}
+        run_id = str(self._send("POST", "runs/create", body, user)["run"]["info"]["run_id"])
+        self._send("POST", "runs/update", {"run_id": run_id, "status": "FINISHED",
+                                           "end_time": int(time.time() * 1000)}, user)
+        return run_id
+
+    def upload(self, folder: str, dest: str) -> str:
+        """Upload the files of ``folder`` to ``dest`` through the ``mlflow-artifacts`` route; the
+        ``mlflow-artifacts:`` URI they are at."""
         for root, dirs, files in os.walk(folder):
             dirs[:] = sorted(d for d in dirs if d != "__pycache__")
             for f in sorted(files):
