@@ -43,8 +43,11 @@ def test_predict_instances_equals_invocations(client, diabetes) -> None:
                            content_type="application/json").get_json()
     assert resp.get_json() == expected
     assert len(expected["predictions"]) == 4
-    # No Content-Type reads as JSON too.
+    # No Content-Type, or curl -d's form type, reads as JSON too.
     assert client.post("/v1/models/elasticnet:predict", data=dumps({"instances": instances})).get_json() == expected
+    form = client.post("/v1/models/elasticnet:predict", data=dumps({"instances": instances}),
+                       content_type="application/x-www-form-urlencoded")
+    assert form.get_json() == expected
 
 
 def test_bad_predict_requests(client) -> None:
@@ -60,8 +63,8 @@ def test_bad_predict_requests(client) -> None:
     status, doc = post(dumps({"instances": [{"age": 1}]}))
     assert status == 400 and doc["error"].startswith("missing required input column(s)")
     assert post(dumps({"instances": []}), name="other")[0] == 404
-    status, doc = post(b"a\n1\n", content_type="text/csv")
-    assert status == 415 and "V1 predict bodies are JSON" in doc["error"]
+    status, doc = post(b"a\n1\n", content_type="text/csv")  # V1 bodies are JSON whatever the header says
+    assert status == 400 and doc["error"].startswith("the body is not JSON")
     resp = client.get("/v1/models/elasticnet:predict")
     assert resp.status_code == 404  # a GET names a model called 'elasticnet:predict'
     resp = client.get("/v1/nothing/here")

@@ -2,7 +2,8 @@
 
 ``GET /v1/models/{name}`` answers ``{"name", "ready"}`` (503 while the model is not ready, as KServe);
 ``:predict`` takes ``{"instances": [...]}`` (or TF Serving's ``{"inputs": ...}``), read by MLflow's JSON
-codec so rows mean what they mean on ``/invocations``, and answers ``{"predictions": [...]}``. Errors
+codec so rows mean what they mean on ``/invocations`` (whatever the ``Content-Type`` says: V1 bodies
+are JSON), and answers ``{"predictions": [...]}``. Errors
 are ``{"error": "..."}``; another model name is 404.
 """
 
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, request
 
-from modelfmt.errors import PayloadError, UnsupportedMediaTypeError
+from modelfmt.errors import PayloadError
 from modelfmt.jsonenc import dumps
 from modelfmt.serving.codecs import JSON, MLFLOW, answer_for
 from modelfmt.serving.protocols._http import read_body
@@ -54,9 +55,6 @@ def blueprint(runtime: Runtime, max_body_size: int) -> Blueprint:
     def predict(name: str) -> Response:
         environ = request.environ
         body = read_body(environ, max_body_size)
-        content_type = environ.get("CONTENT_TYPE")
-        if content_type and content_type.partition(";")[0].strip().lower() != JSON:
-            raise UnsupportedMediaTypeError(f"V1 predict bodies are JSON (application/json); got {content_type!r}")
         answer = unknown(name)
         if answer is not None:
             return answer

@@ -5,8 +5,9 @@ The bodies are the codec's (:mod:`modelfmt.serving.codecs.v2`); this module wire
 the runtime (``prepare_input`` then ``run``, so batching and timeouts apply as on ``/invocations``).
 The model answers to ``runtime.name`` (and ``runtime.version`` when it has one): any other name or
 version is 404. Statuses are KServe's: 400 for a bad request, 404 for an unknown model, 503 while the
-model is not ready. Infer bodies are read with no ``Content-Type`` (tritonclient sends none) or
-``application/octet-stream`` (the kserve client's, with binary data) as well as JSON, here only.
+model is not ready. Infer bodies are read whatever their ``Content-Type`` says, as Triton reads them:
+tritonclient sends none, the kserve client ``application/octet-stream`` with binary data, ``curl -d``
+a form type; the body itself (JSON, or a JSON header and binary data) decides.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from flask import Blueprint, Response, request
 
-from modelfmt.errors import PayloadError, UnsupportedMediaTypeError
+from modelfmt.errors import PayloadError
 from modelfmt.jsonenc import dumps
 from modelfmt.serving.codecs import JSON
 from modelfmt.serving.codecs.v2 import (
@@ -36,8 +37,6 @@ NAME = "v2"
 EXTENSIONS = ("binary_tensor_data",)
 HEADER_LENGTH = "Inference-Header-Content-Length"
 OCTET_STREAM = "application/octet-stream"
-# The media types an infer body may declare (besides none at all).
-_BODY_TYPES = (JSON, OCTET_STREAM)
 
 
 def error_response(error_code: str, message: str, status: int, extra: dict | None = None) -> Response:
@@ -102,7 +101,6 @@ def blueprint(runtime: Runtime, max_body_size: int) -> Blueprint:
     def infer(name: str, version: str | None = None) -> BaseResponse:
         environ = request.environ
         body = read_body(environ, max_body_size)  # read before any refusal: a client still sending gets it
-        _check_content_type(environ.get("CONTENT_TYPE"))
         header_length = _header_length(environ.get("HTTP_INFERENCE_HEADER_CONTENT_LENGTH"))
         answer = check_model(name, version) or not_ready()
         if answer is not None:
@@ -159,18 +157,6 @@ def add_fallback(bp: Blueprint, prefix: str, errors: Any) -> None:
             resp.headers["Allow"] = ", ".join(allowed)
             return resp
         return errors("ENDPOINT_NOT_FOUND", f"no endpoint at {request.path}", 404)
-
-
-def _check_content_type(content_type: str | None) -> None:
-    """Refuse (415) an infer body that declares a media type V2 does not send; none at all is JSON."""
-    if not content_type or not content_type.strip():
-        return
-    mime = content_type.partition(";")[0].strip().lower()
-    if mime not in _BODY_TYPES:
-        raise UnsupportedMediaTypeError(
-            f"V2 infer bodies are JSON (application/json, or no Content-Type) or JSON with binary data "
-            f"(application/octet-stream and {HEADER_LENGTH}); got {content_type!r}"
-        )
 
 
 def _header_length(value: str | None) -> int | None:
