@@ -36,19 +36,28 @@ _BY_NAME = frozenset({"ColumnTransformer", "FunctionTransformer"})
 class FastPath:
     """``fn`` (the private copy's predict function) applies to ``data`` when :meth:`array` returns its values."""
 
-    __slots__ = ("fn", "names", "dtype")
+    __slots__ = ("fn", "names", "dtype", "_columns")
 
     def __init__(self, fn: Callable[[Any], Any], names: list[str], dtype: Any) -> None:
         self.fn = fn
         self.names = names
         self.dtype = dtype
+        # The column index last found to hold ``names``: pandas indexes are immutable and the server's
+        # codecs give every frame the same one, so identity replaces comparing names (microseconds on
+        # pandas 3's Arrow-backed string index); held, so its id cannot be reused by another.
+        self._columns: Any = None
 
     def array(self, data: Any) -> Any:
         """The values of ``data`` as an ndarray when it is the checked frame, ``None`` otherwise."""
         import pandas as pd
 
-        if type(data) is not pd.DataFrame or list(data.columns) != self.names:
+        if type(data) is not pd.DataFrame:
             return None
+        columns = data.columns
+        if columns is not self._columns:
+            if list(columns) != self.names:
+                return None
+            self._columns = columns
         values = data.to_numpy()  # what scikit-learn's check_array makes of the frame
         return values if values.dtype == self.dtype else None
 

@@ -110,9 +110,7 @@ def _refuse_duplicates(columns: Any) -> None:
 
 def _conforms(df: Any, schema: Schema) -> bool:
     """True when ``df`` has exactly the schema's columns, in order, each already in its numeric/bool dtype."""
-    names = schema.input_names()
-    columns = df.columns
-    if len(columns) != len(names) or columns.tolist() != names:
+    if not _same_columns(df.columns, schema.input_names()):
         return False
     types = tuple(s.type for s in cast("list[ColSpec]", schema.inputs))
     wanted = _plain_numpy(types) if all(isinstance(t, DataType) for t in types) else None  # enums: hashable
@@ -126,6 +124,24 @@ def _conforms(df: Any, schema: Schema) -> bool:
         dtype = wanted[0]
         return all(getattr(b, "dtype", None) == dtype for b in blocks)
     return all(found == dtype for found, dtype in zip(df.dtypes.tolist(), wanted, strict=True))
+
+
+# The column index last found equal to a schema's names, with those names. A pandas Index is immutable,
+# and the server's codecs hand every frame the same one, so an identity check replaces comparing names
+# (pandas 3's Arrow-backed string index makes ``tolist`` cost microseconds); held, so its id is not reused.
+_last_columns: tuple[Any, list[str]] = (None, [])
+
+
+def _same_columns(columns: Any, names: list[str]) -> bool:
+    """Whether the column index ``columns`` holds exactly ``names``, in order."""
+    global _last_columns
+    seen, seen_names = _last_columns
+    if seen is columns and seen_names == names:
+        return True
+    if len(columns) != len(names) or columns.tolist() != names:
+        return False
+    _last_columns = (columns, list(names))
+    return True
 
 
 @functools.lru_cache(maxsize=256)

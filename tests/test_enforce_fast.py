@@ -46,3 +46,12 @@ def test_a_conforming_frame_is_passed_on_and_others_converted():
     assert out is not frame and out.dtypes.tolist() == [np.float64, np.float64]
     converted = enforce_schema(pd.DataFrame({"a": [1], "b": [2]}), DOUBLES)  # int64 -> double, safely
     assert converted.dtypes.tolist() == [np.float64, np.float64] and converted["a"].tolist() == [1.0]
+
+
+def test_the_remembered_column_index_answers_for_itself_only():
+    index = pd.Index(["a", "b"])
+    assert _conforms(pd.DataFrame([[1.0, 2.0]], columns=index), DOUBLES)
+    assert _conforms(pd.DataFrame([[1.0, 2.0]], columns=index), DOUBLES)  # remembered
+    assert not _conforms(pd.DataFrame([[1.0, 2.0]], columns=pd.Index(["b", "a"])), DOUBLES)
+    assert not _conforms(pd.DataFrame([[1.0, 2.0]], columns=index), _schema(("a", "double"), ("c", "double")))
+    assert _conforms(pd.DataFrame([[1.0, 2.0]], columns=pd.Index(["a", "b"])), DOUBLES)  # another, equal index

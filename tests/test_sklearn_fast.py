@@ -174,6 +174,7 @@ def test_input_other_than_the_checked_frame_takes_the_dataframe_path(frames):
     assert fast.array(ints) is None  # not the signature's dtype
     assert fast.array(floats.to_numpy()) is None  # not a frame
     assert fast.array(floats[["bmi", "age", "bp", "s1"]]) is None  # other order
+    assert fast.array(floats.iloc[:3]) is not None and fast.array(floats.copy()) is not None  # an equal index
 
 
 def test_a_saved_model_scores_through_the_fast_path(tmp_path, frames):
