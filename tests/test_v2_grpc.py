@@ -386,3 +386,31 @@ def test_timeout_retires_the_worker_and_sigterm_finishes_calls(tmp_path, engine)
             os.kill(url.pid, signal.SIGTERM)
             assert in_flight.result().outputs[0].contents.fp64_contents[0] == 101.5
         assert url.process.wait(30) == 0
+
+
+def test_request_parameters_are_params_and_frames_are_tensors(local):
+    """Request parameters other than V2's own are the model's params; a DataFrame answer is one tensor
+    per column, BYTES included, typed or raw."""
+    s = local["chaos"]
+    request = chaos_request(3.0)
+    request.parameters["shape"].string_param = "frame"
+    request.parameters["scale"].double_param = 2.0
+    typed = s.stub.ModelInfer(request, timeout=30)
+    outputs = {o.name: o for o in typed.outputs}
+    assert list(outputs["y"].contents.fp64_contents) == [6.0]
+    assert outputs["label"].datatype == "BYTES" and list(outputs["label"].contents.bytes_contents) == [b"big"]
+    request.parameters["binary_data_output"].bool_param = True
+    raw = s.stub.ModelInfer(request, timeout=30)
+    names = [o.name for o in raw.outputs]
+    label = raw.raw_output_contents[names.index("label")]
+    assert label == len(b"big").to_bytes(4, "little") + b"big"  # BYTES raw: 4-byte length, then the bytes
+    request.ClearField("parameters")
+    request.parameters["scale"].string_param = "two"
+    error = s.error(s.stub.ModelInfer, request)
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT and "scale" in error.details()
+
+
+def test_empty_request_is_invalid_argument(local):
+    s = local["tensor"]
+    error = s.error(s.stub.ModelInfer, pb.ModelInferRequest(model_name="tensor"))
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT and error.details()
