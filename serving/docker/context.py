@@ -50,8 +50,11 @@ case "${1:-serve}" in
     -*) ;;
     *) exec "$@" ;;
 esac
-# exec: the server is PID 1 and gets docker stop's SIGTERM itself.
-exec modelfmt serve "$MODELFMT_MODEL_PATH" --host "${MODELFMT_HOST:-0.0.0.0}" --port "${MODELFMT_PORT:-8080}" "$@"
+# The model (MODELFMT_MODEL_DIR, KServe's /mnt/models when STORAGE_URI is set, else the image's own), the
+# port (SAGEMAKER_BIND_TO_PORT, Knative's PORT, MODELFMT_PORT) and the requirements check are Python's
+# (modelfmt.serving.docker.entrypoint), which then execs `modelfmt serve`: the server is PID 1 and gets
+# docker stop's SIGTERM itself.
+exec python -m modelfmt.serving.docker.entrypoint "$@"
 """
 
 
