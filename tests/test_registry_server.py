@@ -277,6 +277,23 @@ def test_download_uri_list_and_download(client, model_dir):
     assert "extra.txt" not in {f["path"] for f in listed}
 
 
+def test_a_changed_stored_version_is_never_served(client, store, model_dir):
+    import stat
+
+    _version(client, "m-tamper", model_dir)
+    assert client.get(ART, query_string={"path": "models/m-tamper/1"}).status_code == 200
+    stored = store.get_model_version("m-tamper", 1).storage_location
+    target = os.path.join(stored, "MLmodel")
+    os.chmod(stored, 0o755)
+    os.chmod(target, 0o644)
+    with open(target, "a") as f:
+        f.write("# changed\n")
+    os.chmod(target, stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH)
+    # A download starts by listing the version's root: checked there, and nothing is listed.
+    body = _error(client.get(ART, query_string={"path": "models/m-tamper/1"}), 500, "INTERNAL_ERROR", "MLmodel")
+    assert "files" not in body
+
+
 def test_upload_then_create_version_from_it(client, model_dir, store):
     for root, _, files in os.walk(model_dir):
         for name in files:

@@ -17,6 +17,7 @@ else ``anonymous``; the store records every such name as unauthenticated.
 from __future__ import annotations
 
 import logging
+import threading
 import uuid
 from typing import TYPE_CHECKING, Any
 
@@ -45,6 +46,9 @@ class AppState:
 
     def __init__(self, registry: Registry, uploads_dir: str | None, allow_local_sources: bool) -> None:
         self.registry, self.uploads_dir, self.allow_local_sources = registry, uploads_dir, allow_local_sources
+        # A version -> its directory as last checked against its digests (artifacts.py).
+        self.verified: dict[tuple[str, int, str, str], str] = {}
+        self.lock = threading.Lock()
 
 
 def create_registry_app(registry: Registry, uploads_dir: str | None = None, *,
@@ -146,7 +150,9 @@ def _add_error_handlers(app: Flask, debug: bool) -> None:
         status = wire.error_status(e)
         if status >= 500 and not isinstance(e, RegistryError):
             return on_internal_error(e)
-        if debug:
+        if status >= 500:
+            _log.error("%s %s: %s", request.method, request.path, e.message)
+        elif debug:
             _log.info("%s %s: %s", request.method, request.path, e, exc_info=e)
         return error(e.error_code, e.message, status)
 

@@ -23,21 +23,24 @@ import mimetypes
 import os
 import posixpath
 import tempfile
-import threading
 from urllib.parse import urlsplit
 
 from flask import Blueprint, Response, request, send_file
 
-from modelfmt.errors import PermissionDeniedError, RegistryError, RegistryNotFoundError, RegistryUnavailableError
+from modelfmt.errors import (
+    INTERNAL_ERROR,
+    IntegrityError,
+    PermissionDeniedError,
+    RegistryError,
+    RegistryNotFoundError,
+    RegistryUnavailableError,
+)
 from modelfmt.serving.registry_app.app import ok, registry, state
 
 ROUTE = "/api/2.0/mlflow-artifacts/artifacts"
 SCHEME = "mlflow-artifacts"
 MODELS = "models"
 CHUNK = 1024 * 1024
-# (name, version) -> the version's verified local directory, for reads after the first in this process.
-_verified: dict[tuple[str, int], str] = {}
-_verified_lock = threading.Lock()
 
 
 def version_uri(name: str, version: int) -> str:
@@ -90,16 +93,23 @@ def safe_path(path: str) -> str:
 # -- the namespace -------------------------------------------------------------------------------
 def _version_dir(name: str, version: int, fresh: bool) -> str:
     """The verified local directory of a version (checked again when ``fresh``)."""
-    key = (name, version)
+    mv, app = registry().get_model_version(name, version), state()
+    # Keyed by where and what the version is too: a deleted version, or a new one under a reused name, is
+    # never served from the memo.
+    key = (name, version, mv.storage_location or "", mv.digest or "")
     if not fresh:
-        registry().get_model_version(name, version)  # a deleted version is not served from the memo
-        with _verified_lock:
-            cached = _verified.get(key)
+        with app.lock:
+            cached = app.verified.get(key)
         if cached and os.path.isdir(cached):
             return cached
-    directory = os.path.realpath(registry().download_model_version(name, version))
-    with _verified_lock:
-        _verified[key] = directory
+    try:
+        directory = os.path.realpath(registry().download_model_version(name, version))
+    except IntegrityError as e:
+        # The store's copy changed after registration: the server's fault, not the client's (a 500 that
+        # says what is wrong, and nothing of the version is served).
+        raise RegistryError(e.message, INTERNAL_ERROR) from e
+    with app.lock:
+        app.verified[key] = directory
     return directory
 
 
