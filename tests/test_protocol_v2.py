@@ -219,3 +219,21 @@ def test_a_column_model_with_strings(tmp_path) -> None:
     assert resp.status_code == 200, resp.data
     out = resp.get_json()["outputs"][0]
     assert (out["datatype"], out["data"]) == ("BYTES", ["Joanne is 34", "Michael is 22"])
+
+
+def test_a_registered_model_answers_to_its_name_and_version(sklearn_model_path, rows) -> None:
+    from modelfmt.open import open_model
+
+    opened = open_model(sklearn_model_path)
+    opened.registered_name, opened.registered_version = "fraud", "3"  # as a models:/fraud/3 URI sets them
+    client = create_app(opened).test_client()
+    doc = client.get("/v2/models/fraud/versions/3").get_json()
+    assert (doc["name"], doc["versions"]) == ("fraud", ["3"])
+    assert client.get("/v2/models/fraud/versions/3/ready").status_code == 200
+    resp = client.get("/v2/models/fraud/versions/2")
+    assert resp.status_code == 404
+    assert resp.get_json() == {"error": "model 'fraud' has no version '2' (it is version '3')"}
+    resp = client.post("/v2/models/fraud/versions/3/infer", data=dumps({"id": "a", "inputs": _columns(rows)}))
+    assert resp.status_code == 200, resp.data
+    assert (resp.get_json()["model_name"], resp.get_json()["model_version"]) == ("fraud", "3")
+    assert client.post("/v2/models/fraud/infer", data=dumps({"inputs": _columns(rows)})).status_code == 200
