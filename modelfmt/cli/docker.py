@@ -23,7 +23,8 @@ def _common_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         "--base-image",
         help="Image to build FROM (default: $MODELFMT_BASE_IMAGE or python:<model's X.Y>-slim).",
     )(fn)
-    return click.argument("model", type=click.Path(exists=True, file_okay=False))(fn)
+    # No exists=True: MODEL may be a models:/, runs:/ or file: location; open_model names a missing one.
+    return click.argument("model", type=click.Path(file_okay=False))(fn)
 
 
 @click.command("generate-dockerfile")
