@@ -168,3 +168,27 @@ def test_a_server_that_is_down_is_named(registry_env):
     registry_env.setenv("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "0.05")
     with pytest.raises(errors.RegistryUnavailableError, match=f"cannot reach the registry at {url}"):
         modelfmt.load_model("models:/fraud@champion")
+
+
+def test_artifact_uri_with_the_server_in_it(tracking):
+    path = tracking.info["download_uris"]["1"][len("mlflow-artifacts:"):]
+    netloc = tracking.url.split("://", 1)[1]
+    location = f"mlflow-artifacts://{netloc}{path}"
+    assert _predict(location, tracking) == pytest.approx(tracking.expected(1))
+    with pytest.raises(errors.RegistryNotFoundError, match="has no files at mlflow-artifacts:/1/no/such/folder"):
+        open_model("mlflow-artifacts:/1/no/such/folder")
+
+
+def test_the_embedded_default_store(registry_env, sklearn_model_path, diabetes, tmp_path):
+    from modelfmt.registry import get_registry
+
+    with get_registry() as reg:  # nothing configured: SQLite under MODELFMT_HOME
+        assert reg.uri == f"sqlite:///{tmp_path}/home/registry.db"
+        reg.create_model_version("fraud", sklearn_model_path)
+        reg.set_registered_model_alias("fraud", "champion", 1)
+    opened = open_model("models:/fraud@champion")
+    assert (opened.registered_name, opened.registered_version, opened.verified) == ("fraud", "1", True)
+    assert opened.path.startswith(str(tmp_path / "home" / "artifacts"))  # the store's own copy, no download
+    X = diabetes[0].head(3)
+    np.testing.assert_allclose(np.asarray(modelfmt.load_model("models:/fraud/1").predict(X)),
+                               np.asarray(modelfmt.load_model(sklearn_model_path).predict(X)))

@@ -273,3 +273,95 @@ def test_register_and_read_back_on_mlflow(mlflow, registry_env, sklearn_model_pa
         reg.delete_registered_model(name)
     with pytest.raises(errors.RegistryNotFoundError, match=name):
         reg.get_registered_model(name)
+
+
+# -- location, TLS, time-outs, the cache under concurrency ------------------------------------------------
+def test_get_registry_http_is_a_rest_client(registry_env):
+    from modelfmt import registry
+
+    reg = registry.get_registry("http://127.0.0.1:1/base/", user="ana")
+    assert isinstance(reg, RestRegistry) and reg.uri == "http://127.0.0.1:1/base" and reg.http.user == "ana"
+    registry_env.setenv("MLFLOW_TRACKING_URI", "https://mlflow.example:5000")
+    assert registry.get_registry().uri == "https://mlflow.example:5000"
+
+
+@pytest.fixture
+def tls_server(scripted, tmp_path):
+    """The scripted server behind TLS, with a self-signed certificate for 127.0.0.1."""
+    import ssl
+    import subprocess
+
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
+                    "-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
+                   check=True, capture_output=True)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(str(cert), str(key))
+    scripted.server.socket = ctx.wrap_socket(scripted.server.socket, server_side=True)
+    scripted.url = scripted.url.replace("http://", "https://")
+    return scripted, str(cert)
+
+
+def test_tls_as_mlflow_configures_it(tls_server, registry_env):
+    server, cert = tls_server
+    registry_env.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    with pytest.raises(errors.RegistryUnavailableError, match="CERTIFICATE_VERIFY_FAILED"):
+        RestRegistry(server.url).get_model_version("m", 1)
+    registry_env.setenv("MLFLOW_TRACKING_SERVER_CERT_PATH", cert)  # the server's CA bundle
+    server.answer(200, MV)
+    assert RestRegistry(server.url).get_model_version("m", 1).version == 1
+    registry_env.delenv("MLFLOW_TRACKING_SERVER_CERT_PATH")
+    registry_env.setenv("MLFLOW_TRACKING_INSECURE_TLS", "true")  # no check at all
+    server.answer(200, MV)
+    assert RestRegistry(server.url).get_model_version("m", 1).version == 1
+
+
+def test_a_server_that_does_not_answer_times_out(registry_env):
+    import socket
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)  # accepts connections, never answers
+    url = f"http://127.0.0.1:{listener.getsockname()[1]}"
+    registry_env.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "0.5")
+    registry_env.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    start = time.monotonic()
+    try:
+        with pytest.raises(errors.RegistryUnavailableError, match=f"cannot reach the registry at {url}.*timed out"):
+            RestRegistry(url).get_registered_model("m")
+    finally:
+        listener.close()
+    assert time.monotonic() - start < 5
+
+
+def test_cache_fill_is_whole_or_nothing_under_concurrency(registry_env, tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from modelfmt.registry import cache
+
+    entry = cache.server_entry("http://h:5000", "models", "m", "1", "0")
+    assert entry.startswith(str(tmp_path / "cache" / "mlflow" / "h_5000-"))
+    calls = []
+
+    def filler(tmp):
+        calls.append(tmp)
+        time.sleep(0.2)
+        with open(os.path.join(tmp, "MLmodel"), "w") as f:
+            f.write("flavors: {}\n")
+
+    with ThreadPoolExecutor(4) as pool:
+        paths = list(pool.map(lambda _: cache.fill(entry, filler), range(4)))
+    assert set(paths) == {entry} and os.listdir(entry) == ["MLmodel"]
+    assert os.listdir(os.path.dirname(entry)) == [os.path.basename(entry)]  # the losers' copies are gone
+    assert cache.fill(entry, lambda tmp: pytest.fail("filled again")) == entry
+
+    def broken(tmp):
+        open(os.path.join(tmp, "half"), "w").close()
+        raise OSError("disk full")
+
+    other = cache.server_entry("http://h:5000", "models", "m", "2", "0")
+    with pytest.raises(OSError, match="disk full"):
+        cache.fill(other, broken)
+    assert not os.path.exists(other) and os.listdir(os.path.dirname(entry)) == [os.path.basename(entry)]
+    with pytest.raises(errors.RegistryError, match="not a SHA-256 hex digest"):
+        cache.digest_entry("../../etc")
