@@ -80,8 +80,9 @@ def _activity_routes(bp: Blueprint) -> None:
     @bp.get("/activity/version-in-stage-at")
     def version_in_stage_at() -> Response:
         f = fields()
-        version = registry().version_in_stage_at(f.required("name"), f.stage() or "None",
-                                                 f.time("at", required=True))
+        at = f.time("at", required=True)
+        assert at is not None  # required: absent is an error above
+        version = registry().version_in_stage_at(f.required("name"), f.stage() or "None", at)
         return ok({"version": None if version is None else str(version)})
 
 
