@@ -365,3 +365,12 @@ def test_requested_outputs_choose_order_and_form() -> None:
     request.outputs[0].name = "nope"
     with pytest.raises(PayloadError, match="unknown output\\(s\\) 'nope'; the model's outputs are 'p', 'q'"):
         encode_infer_response("m", None, outs, request)
+
+
+def test_numeric_columns_make_one_block_in_schema_order() -> None:
+    schema = Schema([ColSpec("double", "a"), ColSpec("double", "b")])
+    inputs = [tensor_from_json("b", "FP32", [2, 1], [3, 4]), tensor_from_json("a", "INT64", [2], [1, 2])]
+    data, _ = to_model_input(inputs, {}, schema)
+    assert list(data.columns) == ["a", "b"] and data.to_numpy().tolist() == [[1.0, 3.0], [2.0, 4.0]]
+    assert data._mgr.nblocks == 1 and str(data.dtypes.iloc[0]) == "float64"
+    assert enforce_schema(data, schema).equals(data)
