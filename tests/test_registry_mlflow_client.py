@@ -123,9 +123,15 @@ def test_tags_descriptions_and_get(run):
 def test_search(run):
     assert _ok(run, "search_models") == ["fraud"]
     assert _ok(run, "search_models_tag") == ["fraud"]
+    names = _ok(run, "search_models_ordered")
+    assert names == sorted(names, reverse=True) and "fraud" in names
     assert _ok(run, "search_versions") == ["1", "2", "3"]
     pages = _ok(run, "search_versions_page")
     assert [len(p) for p in pages] == [2, 1] and sorted(sum(pages, [])) == ["1", "2", "3"]
+
+
+def test_download_artifacts_of_a_models_uri(run):
+    assert _ok(run, "download_artifacts") == sorted(os.listdir(run["_model_dir"]))
 
 
 @pytest.mark.parametrize("step", ["load_alias", "load_stage", "load_v3"])

@@ -90,6 +90,8 @@ def main() -> None:
         filter_string="name LIKE 'fr%'")))
     step("search_models_tag", lambda: sorted(m.name for m in client.search_registered_models(
         filter_string="tags.owner = 'risk-team'")))
+    step("search_models_ordered", lambda: [m.name for m in client.search_registered_models(
+        filter_string="name LIKE '%'", order_by=["name DESC"])])
     step("search_versions", lambda: sorted(str(v.version) for v in client.search_model_versions("name = 'fraud'")))
     step("search_versions_page", lambda: _pages(client))
 
@@ -99,6 +101,8 @@ def main() -> None:
         pred = model.predict(rows)
         return {"predictions": [float(x) for x in getattr(pred, "to_numpy", lambda: pred)().ravel()]}
 
+    step("download_artifacts", lambda: sorted(os.listdir(mlflow.artifacts.download_artifacts(
+        artifact_uri="models:/fraud/1", dst_path=tempfile.mkdtemp(prefix="mlflow-dl-")))))
     step("load_alias", lambda: load("models:/fraud@champion"))
     step("load_stage", lambda: load("models:/fraud/Staging"))
     step("load_v3", lambda: load("models:/fraud/3"))
