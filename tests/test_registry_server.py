@@ -144,6 +144,32 @@ def test_search_registered_models_filter_and_pages(client):
     assert client.get(f"{API}/registered-models/search?filter=name%20%3D%3D%3D%20'x'").status_code == 400
 
 
+@pytest.mark.parametrize("method, path, body", [
+    ("GET", f"{API}/model-versions/get?name=m-odd&version=99999999999999999999999", None),
+    ("GET", f"{API}/model-versions/get?name=m-odd&version=-1", None),
+    ("GET", f"{API}/registered-models/search?page_token=garbage", None),
+    ("GET", f"{API}/model-versions/search?filter=name%20LIKE", None),
+    ("GET", f"{API}/registered-models/search?order_by=bogus%20ASC", None),
+    ("POST", f"{API}/registered-models/create", {"name": "x" * 100_000}),
+    ("POST", f"{API}/registered-models/alias", {"name": "m-odd", "alias": "a b", "version": "1"}),
+    ("POST", f"{API}/model-versions/create", {"name": "m-odd", "source": "/etc"}),
+    ("POST", f"{API}/model-versions/create", {"name": "m-odd", "source": "runs:/abc/model"}),
+    ("POST", f"{EXT}/transition-requests/approve", {"id": 99999999999999999999999}),
+    ("POST", f"{EXT}/transition-requests/approve", {"id": 1e23}),
+    ("GET", f"{EXT}/activity/list?name=m-odd&until=99999999999999999999", None),
+    ("GET", f"{EXT}/activity/list?name=m-odd&until=2026-13-01", None),
+    ("GET", f"{EXT}/activity/list?name=m-odd&page_token=zzz", None),
+    ("GET", f"{ART}?path=models/m-odd/99999999999999999999999", None),
+    ("GET", f"{ART}/models/m-odd/99999999999999999999999/MLmodel", None),
+    ("GET", f"{ART}/x%00y", None),
+])
+def test_client_mistakes_are_4xx(client, method, path, body):
+    client.post(f"{API}/registered-models/create", json={"name": "m-odd"})
+    resp = client.open(path, method=method, json=body)
+    assert 400 <= resp.status_code < 500, (resp.status_code, resp.get_json())
+    assert resp.get_json()["error_code"] in ("INVALID_PARAMETER_VALUE", "RESOURCE_DOES_NOT_EXIST")
+
+
 # -- versions --------------------------------------------------------------------------------
 def test_create_and_get_version(client, model_dir):
     mv = _version(client, "m-ver", model_dir, description="first", run_link="http://runs/1",

@@ -36,6 +36,7 @@ from modelfmt.errors import (
     RegistryUnavailableError,
 )
 from modelfmt.serving.registry_app.app import ok, registry, state
+from modelfmt.serving.registry_app.fields import MAX_ID
 
 ROUTE = "/api/2.0/mlflow-artifacts/artifacts"
 SCHEME = "mlflow-artifacts"
@@ -115,7 +116,7 @@ def _version_dir(name: str, version: int, fresh: bool) -> str:
 
 def _split_version(parts: list[str]) -> tuple[str, int, list[str]]:
     name, raw = parts[1], parts[2]
-    if not raw.isdigit() or int(raw) < 1:
+    if not raw.isdigit() or not 1 <= int(raw) <= MAX_ID:
         raise RegistryNotFoundError(f"no artifact at {'/'.join(parts)!r}: {raw!r} is not a version number")
     return name, int(raw), parts[3:]
 

@@ -12,7 +12,7 @@ from modelfmt.errors import RegistryError
 from modelfmt.registry import wire
 from modelfmt.registry.entities import TransitionRequest
 from modelfmt.serving.registry_app.app import current_user, fields, ok, registry
-from modelfmt.serving.registry_app.fields import Fields
+from modelfmt.serving.registry_app.fields import MAX_ID, Fields
 
 PREFIX = "/api/2.0/modelfmt"
 REQUEST_STATUSES = ("PENDING", "APPROVED", "REJECTED", "WITHDRAWN")
@@ -87,7 +87,7 @@ def _activity_routes(bp: Blueprint) -> None:
 
 
 def _id(f: Fields) -> int:
-    value = f.integer("id", minimum=1)
+    value = f.integer("id", minimum=1, maximum=MAX_ID)
     if value is None:
         raise RegistryError("Missing value for required parameter 'id'.")
     return value

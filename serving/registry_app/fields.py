@@ -16,6 +16,10 @@ from typing import Any
 from modelfmt.errors import RegistryError
 from modelfmt.registry.entities import canonical_stage
 
+# The largest version number or request id: the store's integer columns (PostgreSQL's INTEGER) end there,
+# and a larger one would be the database's error (a 500) instead of the client's.
+MAX_ID = 2**31 - 1
+
 
 class Fields:
     """The fields of one request: ``values`` maps a name to a value (a JSON body's) or, from a query
@@ -78,7 +82,7 @@ class Fields:
             number = int(value) if isinstance(value, (int, str)) and not isinstance(value, bool) else None
         except ValueError:
             number = None
-        if number is None or number < 1:
+        if number is None or not 1 <= number <= MAX_ID:
             raise RegistryError(f"Parameter '{name}' must be an integer model version, got {value!r}.")
         return number
 
@@ -142,7 +146,10 @@ class Fields:
                 self.required(name)
             return None
         if isinstance(value, int) and not isinstance(value, bool) or (isinstance(value, str) and value.isdigit()):
-            return dt.datetime.fromtimestamp(int(value) / 1000, dt.timezone.utc)
+            try:
+                return dt.datetime.fromtimestamp(int(value) / 1000, dt.timezone.utc)
+            except (OverflowError, OSError, ValueError):
+                raise _invalid(name, value, "a time between the years 1 and 9999") from None
         if not isinstance(value, str):
             raise _invalid(name, value, "an ISO 8601 time or milliseconds since the epoch")
         try:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from flask import Blueprint, Response
 
+from modelfmt.errors import ModelfmtError
 from modelfmt.registry import wire
 from modelfmt.serving.registry_app import artifacts
 from modelfmt.serving.registry_app.app import current_user, fields, ok, registry
@@ -132,9 +133,15 @@ def _model_version_routes(bp: Blueprint) -> None:
         f = fields()
         name, source = f.required("name"), f.required("source")
         local = artifacts.source_directory(source)
-        mv = registry().create_model_version(
-            name, local, run_id=f.string("run_id") or None, run_link=f.string("run_link") or None,
-            description=f.string("description") or "", tags=f.tags(), user=current_user())
+        try:
+            mv = registry().create_model_version(
+                name, local, run_id=f.string("run_id") or None, run_link=f.string("run_link") or None,
+                description=f.string("description") or "", tags=f.tags(), user=current_user())
+        except ModelfmtError as e:
+            if local != source:  # the client named an upload: speak of it, not of the server's folders
+                e.message = e.message.replace(local, source)
+                e.args = (e.message,)
+            raise
         return ok({"model_version": wire.model_version_to_json(mv)})
 
     @bp.get("/model-versions/get")
