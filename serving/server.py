@@ -326,6 +326,15 @@ def run(
     if server not in SERVERS:
         raise ValueError(f"unknown server {server!r}: choose one of {', '.join(SERVERS)}")
     opened = open_model(model)
+    grpc_options = None
+    if grpc_port is not None:
+        if grpc_port == port:
+            from modelfmt.errors import DeployError
+
+            raise DeployError(f"--grpc-port {grpc_port} is the HTTP port (--port): give gRPC a port of its own")
+        check_grpc(host, grpc_port)
+        grpc_options = {"host": host, "port": grpc_port, "threads": threads, "timeout": timeout,
+                        "max_message_size": max_body_size or DEFAULT_MAX_BODY_SIZE}
     _configure_logging(debug)
     created = _metrics_dir()
     master = os.getpid()
@@ -333,11 +342,6 @@ def run(
     workers = workers or default_workers()
     app_options = {"max_body_size": max_body_size or DEFAULT_MAX_BODY_SIZE, "debug": debug, "batching": batching,
                    "model_name": model_name}
-    grpc_options = None
-    if grpc_port is not None:
-        check_grpc(host, grpc_port)
-        grpc_options = {"host": host, "port": grpc_port, "threads": threads, "timeout": timeout,
-                        "max_message_size": app_options["max_body_size"]}
     try:
         if server == "granian":
             from modelfmt.serving.server_granian import run_granian

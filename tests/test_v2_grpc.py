@@ -183,6 +183,13 @@ def test_missing_extra_fails_at_start_naming_it(sklearn_model_path):
     assert "modelfmt: error: --grpc-port needs grpcio: pip install 'modelfmt[grpc]'" in proc.stderr
 
 
+def test_grpc_port_equal_to_http_port_fails_at_start(sklearn_model_path):
+    from modelfmt.serving.server import run
+
+    with pytest.raises(DeployError, match="--grpc-port 5999 is the HTTP port"):
+        run(sklearn_model_path, port=5999, grpc_port=5999)
+
+
 def test_port_taken_without_reuseport_fails_at_start():
     from modelfmt.serving.server import check_grpc
 
