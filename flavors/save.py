@@ -50,6 +50,8 @@ from modelfmt.infer import infer_signature
 from modelfmt.integrity import record_digests
 from modelfmt.io import atomic_model_dir, dir_size
 from modelfmt.model import PYFUNC_FLAVOR, Model
+from modelfmt.registry.provenance import MLMODEL_FIELD as GIT_FIELD
+from modelfmt.registry.provenance import git_info
 from modelfmt.signature import ModelSignature
 
 __all__ = ["CODE_DIR", "atomic_model_dir", "copy_code_paths", "finish_model"]
@@ -96,7 +98,8 @@ def finish_model(
     ``model`` holds the flavor's own block (``Model().add_flavor(FLAVOR_NAME, ...)``). This copies
     ``code_paths`` (every flavor block records them as ``code``, as MLflow's do), saves the input
     example, writes ``requirements.txt``, ``python_env.yaml`` and ``conda.yaml`` from
-    ``default_requirements`` (or the caller's ``pip_requirements`` / ``extra_pip_requirements``), and
+    ``default_requirements`` (or the caller's ``pip_requirements`` / ``extra_pip_requirements``), records
+    the git commit and repository of the working directory when it is a checkout (``source_git``), and
     adds the ``python_function`` block naming ``loader_module`` (the flavor's module, or the MLflow name
     it declares in ``MLFLOW_LOADER_MODULES``) plus ``pyfunc_conf``. With an input example and no
     ``signature``, the signature is inferred from the example and ``predict(example)``, as MLflow does.
@@ -113,6 +116,11 @@ def finish_model(
         model.saved_input_example_info = save_input_example(path, input_example)
     model.signature = signature
     model.metadata = metadata
+    # Provenance: the git checkout of the code saving the model (credentials stripped), which the
+    # registry copies into a version's tags (modelfmt.registry.provenance).
+    git = git_info()
+    if git:
+        model.extra.setdefault(GIT_FIELD, git)
     requirements = resolve_requirements(default_requirements, pip_requirements, extra_pip_requirements)
     env = write_environment(path, requirements)
     conf = {

@@ -2,9 +2,10 @@
 
 Recorded as a version's tags (the names of :mod:`.wire`'s docstring): ``modelfmt.git.repo``,
 ``modelfmt.git.commit`` (also MLflow's ``mlflow.source.git.commit``, which MLflow's UI shows),
-``modelfmt.params.<k>``, ``modelfmt.metrics.<k>``. Save records the git part into ``MLmodel``
-``metadata`` (:data:`GIT_COMMIT_KEY`, :data:`GIT_REPO_KEY`, MLflow's tag names) when the working
-directory is a git checkout; registration copies it from there into the tags.
+``modelfmt.params.<k>``, ``modelfmt.metrics.<k>``. Save records the git part into ``MLmodel`` as the
+top-level field :data:`MLMODEL_FIELD` (``source_git: {commit, repo}``) when the working directory is a
+git checkout: a field of modelfmt's own, which MLflow keeps and ignores, rather than keys slipped into
+the caller's ``metadata``; registration copies it from there into the tags.
 
 Credentials never leave the machine: a remote URL's user and password (``https://user:token@host/r``) are
 stripped (``https://host/r``).
@@ -21,8 +22,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 from modelfmt.errors import RegistryError
 
-GIT_COMMIT_KEY = "mlflow.source.git.commit"
-GIT_REPO_KEY = "mlflow.source.git.repoURL"
+MLMODEL_FIELD = "source_git"
+GIT_COMMIT_TAG = "mlflow.source.git.commit"
 TAG_GIT_REPO = "modelfmt.git.repo"
 TAG_GIT_COMMIT = "modelfmt.git.commit"
 TAG_PARAM_PREFIX = "modelfmt.params."
@@ -55,9 +56,9 @@ def _git(cwd: str, *args: str) -> str | None:
 
 
 def git_info(path: str | os.PathLike | None = None) -> dict[str, str]:
-    """``{GIT_COMMIT_KEY: sha, GIT_REPO_KEY: url}`` of the git checkout holding ``path`` (default: the
-    working directory); ``{}`` when it is not in one or git is missing. The repository is the ``origin``
-    remote without credentials, else the checkout's top directory."""
+    """``{"commit": sha, "repo": url}`` of the git checkout holding ``path`` (default: the working
+    directory); ``{}`` when it is not in one or git is missing. The repository is the ``origin`` remote
+    without credentials, else the checkout's top directory."""
     cwd = os.fspath(path) if path is not None else os.getcwd()
     if not os.path.isdir(cwd):
         return {}
@@ -65,9 +66,9 @@ def git_info(path: str | os.PathLike | None = None) -> dict[str, str]:
     if not commit:
         return {}
     repo = _git(cwd, "config", "--get", "remote.origin.url") or _git(cwd, "rev-parse", "--show-toplevel")
-    info = {GIT_COMMIT_KEY: commit}
+    info = {"commit": commit}
     if repo:
-        info[GIT_REPO_KEY] = strip_credentials(repo)
+        info["repo"] = strip_credentials(repo)
     return info
 
 
@@ -82,17 +83,17 @@ def _number(kind: str, key: str, value: Any) -> str:
     return repr(value) if isinstance(value, float) else str(value)
 
 
-def provenance_tags(metadata: Mapping[str, Any] | None = None, params: Mapping[str, Any] | None = None,
+def provenance_tags(git: Mapping[str, Any] | None = None, params: Mapping[str, Any] | None = None,
                     metrics: Mapping[str, Any] | None = None) -> dict[str, str]:
-    """The version tags for a model's provenance: git from ``metadata`` (its ``MLmodel`` metadata, see
-    the module docstring), ``params`` as strings, ``metrics`` as numbers (a :class:`RegistryError` for a
+    """The version tags for a model's provenance: ``git`` (the ``MLmodel``'s :data:`MLMODEL_FIELD`, or
+    :func:`git_info`), ``params`` as strings, ``metrics`` as numbers (a :class:`RegistryError` for a
     metric that is not a finite number)."""
     tags: dict[str, str] = {}
-    meta = metadata or {}
-    commit, repo = meta.get(GIT_COMMIT_KEY), meta.get(GIT_REPO_KEY)
+    meta = git if isinstance(git, Mapping) else {}
+    commit, repo = meta.get("commit"), meta.get("repo")
     if isinstance(commit, str) and commit:
         tags[TAG_GIT_COMMIT] = commit
-        tags[GIT_COMMIT_KEY] = commit
+        tags[GIT_COMMIT_TAG] = commit
     if isinstance(repo, str) and repo:
         tags[TAG_GIT_REPO] = strip_credentials(repo)
     for key, value in (params or {}).items():

@@ -32,7 +32,7 @@ from modelfmt.registry import storage
 from modelfmt.registry.base import Registry
 from modelfmt.registry.database import IMMEDIATE, make_engine, upgrade
 from modelfmt.registry.entities import STAGES, ModelVersion, Page, RegisteredModel
-from modelfmt.registry.provenance import provenance_tags
+from modelfmt.registry.provenance import MLMODEL_FIELD, provenance_tags
 from modelfmt.registry.store_common import check_name, check_stage, check_version, from_ms, new_id, now_ms, who
 from modelfmt.registry.store_history import HistoryMixin
 
@@ -327,8 +327,8 @@ class SqlRegistry(HistoryMixin, Registry):
         name = check_name(name)
         src = storage.local_source(source)
         mlmodel = storage.read_mlmodel(src)
-        all_tags = {**provenance_tags(mlmodel.get("metadata") if isinstance(mlmodel.get("metadata"), dict) else None,
-                                      params, metrics), **{_key(k): str(v) for k, v in (tags or {}).items()}}
+        all_tags = {**provenance_tags(mlmodel.get(MLMODEL_FIELD), params, metrics),
+                    **{_key(k): str(v) for k, v in (tags or {}).items()}}
         user_id, auth = who(user)
         tmp, recorded = storage.stage_copy(src, self.artifact_root)
         final = None
