@@ -336,11 +336,9 @@ class SqlRegistry(HistoryMixin, Registry):
             if recorded:
                 all_tags[storage.RECORDED_TAG] = "registration"
             digest = storage.digest_of(tmp)
+            self._ensure_model(name, user_id, auth)
             with self._tx() as conn:
-                try:
-                    model = self._model_row(conn, name, lock=True)
-                except RegistryNotFoundError:
-                    model = self._create_model(conn, name, "", None, user_id, auth)
+                model = self._model_row(conn, name, lock=True)
                 number = model.last_version + 1
                 now = now_ms()
                 conn.execute(t.registered_models.update().where(t.registered_models.c.id == model.id)
@@ -366,6 +364,18 @@ class SqlRegistry(HistoryMixin, Registry):
                 storage.remove_tree(final)
             raise
         return result
+
+    def _ensure_model(self, name: str, user: str, authenticated: bool) -> None:
+        """Create model ``name`` unless it exists, in a transaction of its own (as mlflow.register_model
+        creates the model, then the version); a registration racing to create it too is no error."""
+        with self._tx(write=False) as conn:
+            if conn.execute(sa.select(t.registered_models.c.id).where(t.registered_models.c.name == name)).first():
+                return
+        try:
+            with self._tx() as conn:
+                self._create_model(conn, name, "", None, user, authenticated)
+        except RegistryConflictError:
+            pass  # another registration created it first
 
     def _has_version(self, name: str, location: str) -> bool:
         try:
