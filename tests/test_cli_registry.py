@@ -139,3 +139,34 @@ def test_the_command_on_postgresql_with_an_artifacts_dir(postgres_uri, sklearn_m
     out = subprocess.run([*cmd[:-4], "--registry-uri", postgres_uri, "list"], capture_output=True, text=True,
                          timeout=120)
     assert out.returncode == 2 and out.stderr.startswith("modelfmt: error: ") and "artifact root" in out.stderr
+
+
+def test_the_commands_against_a_registry_server(tmp_path, sklearn_model_path, monkeypatch):
+    """The same commands over HTTP: `modelfmt registry serve` (a real gunicorn) and --registry-uri http://."""
+    from modelfmt.serving.testing import free_port, stop_process, wait_until_ready
+
+    for var in ("MODELFMT_REGISTRY_URI", "MLFLOW_REGISTRY_URI", "MLFLOW_TRACKING_URI"):
+        monkeypatch.delenv(var, raising=False)
+    port = free_port()
+    log = tmp_path / "server.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "modelfmt", "registry", "serve", "--port", str(port),
+                                 "--backend-store-uri", f"sqlite:///{tmp_path}/r.db", "--artifacts-dir",
+                                 str(tmp_path / "art")], stdout=out, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_ready(proc, url, 60, str(log))
+        out = mf("registry", "--registry-uri", url, "register", sklearn_model_path, "--name", "fraud",
+                 "--user", "alice")
+        assert out.startswith("registered fraud version 1")
+        mf("registry", "--registry-uri", url, "request", "fraud", "1", "Production", "--comment", "go",
+           "--user", "alice")
+        assert "cannot approve it" in error_line("registry", "--registry-uri", url, "approve", "1", "--comment",
+                                                 "x", "--user", "alice")
+        mf("registry", "--registry-uri", url, "approve", "1", "--comment", "ok", "--user", "bob")
+        shown = mf("registry", "show", "fraud/1", "--registry-uri", url)
+        assert "stage:        Production" in shown and "by alice (unauthenticated)" in shown
+        history = mf("registry", "history", "fraud", "--registry-uri", url)
+        assert "bob*" in history and "None -> Production (request 1)" in history
+    finally:
+        stop_process(proc)
