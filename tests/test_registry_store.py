@@ -295,3 +295,13 @@ def test_postgresql_needs_an_artifact_root(postgres_uri):
 def test_version_records_carry_the_signature_json(registry, sklearn_model_path):
     mv = registry.create_model_version("m", sklearn_model_path)
     assert json.loads(mv.signature["inputs"])[0]["name"] == "age"
+
+
+def test_a_database_that_cannot_be_reached_is_unavailable_and_hides_the_password(tmp_path):
+    from modelfmt.errors import RegistryUnavailableError
+
+    with pytest.raises(RegistryUnavailableError, match=r"cannot open the registry database .*u:\*\*\*@") as info:
+        SqlRegistry(f"postgresql://u:s3cret@/db?host={tmp_path}&port=1", tmp_path / "art")
+    assert "s3cret" not in str(info.value)
+    with pytest.raises(RegistryError, match="runs on SQLite or PostgreSQL"):
+        SqlRegistry("mysql://u@h/db", tmp_path)
