@@ -16,6 +16,11 @@ FunctionTransformer (user code, which may select by name), not a meta-estimator 
 one with pandas output configured, not a histogram gradient boosting model fitted with categorical
 columns from dtypes. Anything else keeps the DataFrame path, as does any call whose input is not the
 checked frame (an optional column left out, another type).
+
+A plain linear regressor (``LinearRegression``, ``Ridge``, ``Lasso``, ``ElasticNet``...: ``predict`` is
+``LinearModel``'s) goes one step further: :func:`_linear_kernel` computes its product directly on a
+finite array, leaving scikit-learn's validation of that array (most of a 1-row call) to the inputs it
+could refuse.
 """
 
 from __future__ import annotations
@@ -89,7 +94,50 @@ def build(estimator: Any, predict_fn: str, schema: Schema | None) -> FastPath | 
     if stripped is None:
         return None
     fn = getattr(stripped, predict_fn, None)
-    return FastPath(fn, names, col_type.to_numpy()) if callable(fn) else None
+    if not callable(fn):
+        return None
+    return FastPath(_linear_kernel(stripped, predict_fn, fn) or fn, names, col_type.to_numpy())
+
+
+def _linear_kernel(estimator: Any, predict_fn: str, checked: Callable[[Any], Any]) -> Callable[[Any], Any] | None:
+    """For a scikit-learn linear regressor whose ``predict`` is ``LinearModel``'s own, a function computing
+    what that ``predict`` computes on a dense, finite, numeric ndarray: ``X @ coef_ (.T) + intercept_``.
+
+    scikit-learn's validation of the array (``check_array``, ``check_is_fitted``...) costs ~100x the
+    product for one row. The kernel does the same arithmetic on the same operands (so the same bits,
+    ``tests/test_sklearn_fast.py`` proves it per class), and hands any input that validation could
+    refuse or convert (NaN or infinity, no rows, another width, not 2-D) to ``checked``, scikit-learn's
+    own call, so errors stay scikit-learn's. Applies only to the exact functions listed below: a class
+    overriding ``predict`` or the decision function (``BayesianRidge``'s ``return_std``...) is not
+    recognised and keeps ``checked``.
+    """
+    import numpy as np
+
+    try:
+        from sklearn.linear_model import ElasticNet, Ridge
+        from sklearn.linear_model._base import LinearModel, MultiOutputLinearModel
+    except ImportError:  # another scikit-learn layout: its own call
+        return None
+    cls = type(estimator)
+    predicts = (LinearModel.predict, MultiOutputLinearModel.predict, Ridge.predict)
+    decisions = (LinearModel._decision_function, ElasticNet._decision_function)
+    if predict_fn != "predict" or not isinstance(estimator, LinearModel):
+        return None
+    if getattr(cls, "predict", None) not in predicts or getattr(cls, "_decision_function", None) not in decisions:
+        return None
+    coef = getattr(estimator, "coef_", None)
+    width = getattr(estimator, "n_features_in_", None)
+    if not isinstance(coef, np.ndarray) or coef.ndim not in (1, 2) or not isinstance(width, int):
+        return None
+    weights = coef if coef.ndim == 1 else coef.T
+    intercept = estimator.intercept_
+
+    def kernel(X: Any) -> Any:
+        if X.ndim != 2 or X.shape[0] < 1 or X.shape[1] != width or not np.isfinite(X).all():
+            return checked(X)  # scikit-learn refuses it (or converts it): its own answer
+        return X @ weights + intercept
+
+    return kernel
 
 
 def _strip(estimator: Any) -> Any:

@@ -187,3 +187,69 @@ def test_a_saved_model_scores_through_the_fast_path(tmp_path, frames):
     loaded = load_model(str(tmp_path / "m"))
     assert loaded._impl._fast is not None
     _assert_identical(loaded.predict(floats.iloc[:20]), est.predict_proba(floats.iloc[:20]))
+
+
+def _linear(kind):
+    from sklearn import linear_model as lm
+
+    return {
+        "LinearRegression": lambda: lm.LinearRegression(),
+        "LinearRegression-no-intercept": lambda: lm.LinearRegression(fit_intercept=False),
+        "Ridge": lambda: lm.Ridge(alpha=0.5),
+        "Lasso": lambda: lm.Lasso(alpha=0.1),
+        "ElasticNet": lambda: lm.ElasticNet(alpha=0.1),
+        "Lars": lambda: lm.Lars(),
+        "HuberRegressor": lambda: lm.HuberRegressor(max_iter=500),
+    }[kind]()
+
+
+@pytest.mark.parametrize("dtype", ["float", "float32", "int64", "int32"])
+@pytest.mark.parametrize(
+    "kind",
+    ["LinearRegression", "LinearRegression-no-intercept", "Ridge", "Lasso", "ElasticNet", "Lars", "HuberRegressor"],
+)
+def test_linear_regressors_take_the_kernel_with_the_same_bits(frames, kind, dtype):
+    """A linear regressor's fast path is its product computed directly, bit for bit scikit-learn's answer."""
+    floats, ints, int32, _, target = frames
+    X = {"float": floats, "float32": floats.astype("float32"), "int64": ints, "int32": int32}[dtype]
+    est = _linear(kind).fit(X, target)
+    wrapper = _SklearnWrapper(est, "predict", _schema(X))
+    assert wrapper._fast is not None and wrapper._fast.fn.__name__ == "kernel"
+    for rows in (X.iloc[[5]], X.iloc[:60]):
+        fast, want = _both_paths(est, rows)
+        _assert_identical(fast, want)
+
+
+@pytest.mark.parametrize("kind", ["LinearRegression", "Ridge", "ElasticNet"])
+def test_multi_output_linear_regressors_take_the_kernel_with_the_same_bits(frames, kind):
+    floats, _, _, _, target = frames
+    est = _linear(kind).fit(floats, np.column_stack([target, -2 * target + 1]))
+    assert _SklearnWrapper(est, "predict", _schema(floats))._fast.fn.__name__ == "kernel"
+    fast, want = _both_paths(est, floats.iloc[:25])
+    _assert_identical(fast, want)
+
+
+def test_input_scikit_learn_refuses_gets_its_own_error_through_the_kernel(frames):
+    floats, _, _, _, target = frames
+    est = _linear("ElasticNet").fit(floats, target)
+    fast = _SklearnWrapper(est, "predict", _schema(floats))._fast
+    for bad in (np.array([[1.0, np.nan, 2.0, 3.0]]), np.array([[1.0, np.inf, 2.0, 3.0]]), np.empty((0, 4))):
+        with pytest.raises(ValueError) as kernel_error:
+            fast.fn(bad)
+        with pytest.raises(ValueError) as own_error, warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "X does not have valid feature names": the user's estimator
+            est.predict(bad)
+        assert str(kernel_error.value) == str(own_error.value)
+
+
+def test_other_linear_models_keep_scikit_learns_call(frames):
+    from sklearn.linear_model import ARDRegression, BayesianRidge, LogisticRegression, SGDRegressor
+
+    floats, _, _, labels, target = frames
+    schema = _schema(floats)
+    for est in (BayesianRidge().fit(floats, target), ARDRegression().fit(floats, target),
+                SGDRegressor(random_state=0).fit(floats, target), LogisticRegression(max_iter=500).fit(floats, labels)):
+        fast = _SklearnWrapper(est, "predict", schema)._fast
+        assert fast is not None and fast.fn.__name__ == "predict", type(est).__name__
+        got, want = _both_paths(est, floats.iloc[:10])
+        _assert_identical(got, want)
