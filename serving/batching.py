@@ -17,6 +17,12 @@ a bad request has had its own 4xx before it could join anything. Then:
   given is rerun request by request. Every follower is answered (a result or an error) before the
   leader's own call returns, whatever happened, so none waits for ever on a leader that has failed; a
   call that never returns is the timeout guard's (every waiting request has its own deadline there).
+- A model whose calls take under :data:`CHEAP_CALL_SECONDS` (the fastest of its last
+  :data:`CALL_WINDOW` calls, merged ones included: other threads holding the GIL stretch some calls'
+  wall time, never all of them) is never merged: every request is scored at once, as with batching off.
+  Merging saves at most one call's fixed cost per request merged, while merging and splitting frames
+  and the leader's wait cost more than that (a linear model's 1-row call takes ~5 us; merging frames
+  ~0.1 ms). A model that gets slower is batched again once a window of its calls all pass the mark.
 
 The runtime tells the batcher when a request starts and ends being prepared (:meth:`Batcher.preparing`,
 :meth:`Batcher.prepared`): in a threaded worker, that is what tells "others are coming" from "idle".
@@ -42,6 +48,10 @@ _log = logging.getLogger("modelfmt.serving")
 # Defaults: merging only happens while a model call is running, so these cost nothing to a lone request.
 DEFAULT_MAX_ROWS = 64
 DEFAULT_MAX_WAIT_MS = 2.0
+# A model whose fastest call of the last CALL_WINDOW took less than this (seconds, wall time) is never
+# merged (see the docstring).
+CHEAP_CALL_SECONDS = 0.00025
+CALL_WINDOW = 32
 # Loader flavors whose pyfunc output is row-aligned with its input.
 ROW_ALIGNED_FLAVORS = frozenset({"sklearn", "onnx"})
 
@@ -106,6 +116,9 @@ class Batcher:
         self._queued_rows = 0
         self._running = 0  # model calls in flight
         self._preparing = 0  # requests being decoded and checked: about to arrive
+        self._times = [float("inf")] * CALL_WINDOW  # seconds of the last model calls (a ring)
+        self._slot = 0
+        self.cheap = False  # the fastest of them is under CHEAP_CALL_SECONDS: score everything at once
 
     def preparing(self) -> None:
         """A request starts being prepared (each call is followed by one :meth:`prepared`)."""
@@ -122,7 +135,7 @@ class Batcher:
     def score(self, data: Any, params: dict | None, rows: int) -> Any:
         """The model's answer for one request's prepared input (``rows`` rows); raises its own error."""
         with self._cond:
-            alone = rows >= self.max_rows or not (self._running or self._queue or self._preparing)
+            alone = self.cheap or rows >= self.max_rows or not (self._running or self._queue or self._preparing)
             if alone:
                 self._running += 1
             else:
@@ -135,10 +148,32 @@ class Batcher:
         if alone:
             try:
                 self._count(rows, 1, 0.0)
-                return self._call(data, params)
+                return self._timed_call(data, params)
             finally:
                 self._done()
         return self._await(item)
+
+    def score_at_once(self, data: Any, params: dict | None) -> Any:
+        """The model's answer for one request of a :attr:`cheap` model: no queue, no lock, no batch
+        metrics (nothing was batched), only its time counted, so a model that gets slower is batched again."""
+        return self._timed_call(data, params)
+
+    def _timed_call(self, data: Any, params: dict | None) -> Any:
+        """The model call, its time counted into the window that decides :attr:`cheap` (a merged call's
+        too: it takes at least a lone call's time, so a busy worker that never calls alone still finds
+        out that its model is cheap)."""
+        started = time.perf_counter()
+        result = self._call(data, params)
+        # Successful calls only: a model refusing bad input early answers fast, whatever a call costs.
+        self._timed(time.perf_counter() - started)
+        return result
+
+    def _timed(self, seconds: float) -> None:
+        # Threads may race here: a lost sample of the window is harmless, and a list (unlike a deque)
+        # can be read while another thread writes one of its slots.
+        slot = self._slot = (self._slot + 1) % CALL_WINDOW
+        self._times[slot] = seconds
+        self.cheap = min(self._times) < CHEAP_CALL_SECONDS
 
     def _count(self, rows: int, requests: int, waited: float) -> None:
         if self._observe is not None:
@@ -217,7 +252,7 @@ class Batcher:
                 self._run_one(item)
             return
         try:
-            out = self._call(merged, batch[0].params)
+            out = self._timed_call(merged, batch[0].params)
         except Exception:  # noqa: BLE001 - find the request that fails by halves: only it fails
             half = len(batch) // 2
             self._run(batch[:half])
@@ -234,7 +269,7 @@ class Batcher:
 
     def _run_one(self, item: _Item) -> None:
         try:
-            result = self._call(item.data, item.params)
+            result = self._timed_call(item.data, item.params)
         except Exception as e:  # noqa: BLE001 - the request's own error, raised in its own thread
             item.error = e
             item.event.set()

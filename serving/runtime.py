@@ -171,7 +171,7 @@ class Runtime:
         :class:`~modelfmt.errors.ParamsError`, all about this request only.
         """
         batcher = self.batcher
-        if batcher is None:
+        if batcher is None or batcher.cheap:  # a cheap model is never merged: nobody waits for this one
             data, params = decode_request(body, content_type, self.schema, protocol)
             return self.prepare_input(data, params)
         batcher.preparing()  # a batch leader waits for requests being prepared
@@ -188,9 +188,11 @@ class Runtime:
     def run(self, prepared: Prepared) -> Any:
         """The model's predictions for ``prepared`` input (merged with other requests' when batching)."""
         batcher = self.batcher
-        if batcher is not None:
-            return batcher.score(prepared.data, prepared.params, prepared.rows)
-        return self._call(prepared.data, prepared.params)
+        if batcher is None:
+            return self._call(prepared.data, prepared.params)
+        if batcher.cheap:
+            return batcher.score_at_once(prepared.data, prepared.params)
+        return batcher.score(prepared.data, prepared.params, prepared.rows)
 
     def _call(self, data: Any, params: dict | None) -> Any:
         try:
