@@ -42,6 +42,7 @@ ROUTE = "/api/2.0/mlflow-artifacts/artifacts"
 SCHEME = "mlflow-artifacts"
 MODELS = "models"
 CHUNK = 1024 * 1024
+_PARTIAL = ".upload-"  # the prefix of a file being uploaded (renamed to its name when complete)
 
 
 def version_uri(name: str, version: int) -> str:
@@ -164,6 +165,8 @@ def _list_dir(local: str) -> list[dict]:
     entries = []
     with os.scandir(local) as it:
         for entry in sorted(it, key=lambda e: e.name):
+            if entry.name.startswith(_PARTIAL):
+                continue  # an upload still being written
             if entry.is_dir():
                 entries.append({"path": entry.name, "is_dir": True})
             elif entry.is_file():
@@ -210,7 +213,7 @@ def _upload(path: str) -> None:
     except (FileExistsError, NotADirectoryError):
         raise RegistryError(f"{path!r}: a parent of it is a file") from None
     # Written next to its place and renamed: a reader never sees half a file, a failed upload leaves none.
-    fd, tmp = tempfile.mkstemp(prefix=".upload-", dir=parent)
+    fd, tmp = tempfile.mkstemp(prefix=_PARTIAL, dir=parent)
     try:
         with os.fdopen(fd, "wb") as out:
             while chunk := request.stream.read(CHUNK):
