@@ -42,9 +42,16 @@ def run_in_model_environment(opened: OpenedModel) -> None:
     argv = state.argv if state is not None else None
     environment = ensure_environment(opened, manager)
     args = local_args(sys.argv[1:] if argv is None else argv)
+    extra_env: dict[str, str] = {}
+    if opened.registered_name and opened.source != opened.path:
+        # The environment may lack the registry's client (sqlalchemy): it gets the resolved copy, and
+        # the name V2 clients address it by.
+        args = [opened.path if a == opened.source else a for a in args]
+        if "MODELFMT_MODEL_NAME" not in os.environ:
+            extra_env["MODELFMT_MODEL_NAME"] = opened.registered_name
     # -I: neither PYTHONPATH nor the current directory (a checkout holding modelfmt/) shadow the environment's.
     cmd = [environment.python, "-I", "-m", "modelfmt", *args]
-    env = dict(os.environ, MODELFMT_ENV_MANAGER="local", **{RESTORED_ENV: environment.root})
+    env = dict(os.environ, MODELFMT_ENV_MANAGER="local", **extra_env, **{RESTORED_ENV: environment.root})
     if argv is None:
         sys.stdout.flush()
         sys.stderr.flush()

@@ -106,7 +106,8 @@ def _checksum_state(path: str) -> str:
     from modelfmt.integrity import DIGEST_FILE, DigestMismatchError, check_digests, describe_differences, read_digests
 
     try:
-        if not check_digests(path):
+        # verify reads every byte: the per-user digest cache is for loading, not for an audit.
+        if not check_digests(path, cached=False):
             return f"none ({DIGEST_FILE} missing: saved by MLflow or modelfmt 0.1/0.2); `modelfmt seal` records them"
     except DigestMismatchError as e:
         return "DO NOT MATCH, " + describe_differences(e.changed, e.missing, e.unexpected)
