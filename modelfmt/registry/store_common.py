@@ -45,9 +45,11 @@ def check_name(name: Any, what: str = "model name") -> str:
     """``name`` when it can name a registered model (and a directory of the artifact root)."""
     if not isinstance(name, str) or not name.strip():
         raise RegistryError(f"the {what} must be a non-empty string, got {name!r}")
-    if len(name) > t.NAME_LENGTH or any(c in name for c in "/\\\0") or name in (".", ".."):
+    # A leading dot is refused: the artifact root keeps its own folders (.uploads) beside the models'.
+    if len(name) > t.NAME_LENGTH or any(c in name for c in "/\\\0") or name.startswith("."):
         raise RegistryError(
-            f"invalid {what} {name!r}: at most {t.NAME_LENGTH} characters, no '/', '\\' or NUL, not '.' or '..'"
+            f"invalid {what} {name!r}: at most {t.NAME_LENGTH} characters, no '/', '\\' or NUL, "
+            "not starting with '.'"
         )
     return name
 
