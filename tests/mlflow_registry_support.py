@@ -62,10 +62,14 @@ def require_mlflow() -> None:
         pytest.skip(f"no MLflow venv at {MLFLOW_PYTHON} (make mlflow-venv)")
 
 
-def mlflow_env() -> dict:
-    """The environment of MLflow's processes: no PYTHONPATH (modelfmt must not be importable there)."""
+def mlflow_env(tmp: str | None = None) -> dict:
+    """The environment of MLflow's processes: no PYTHONPATH (modelfmt must not be importable there);
+    ``tmp`` their TMPDIR (MLflow leaves lock files and downloads in temp dirs it never removes)."""
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME")}
     env["MLFLOW_DISABLE_TELEMETRY"] = "true"
+    if tmp is not None:
+        os.makedirs(tmp, exist_ok=True)
+        env["TMPDIR"] = tmp
     return env
 
 
@@ -102,7 +106,8 @@ def mlflow_registry() -> MlflowRegistry:
         [mlflow_bin, "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
          "--backend-store-uri", f"sqlite:///{folder}/mlflow.db", "--artifacts-destination", f"{folder}/artifacts",
          "--serve-artifacts"],
-        stdout=log, stderr=subprocess.STDOUT, env=mlflow_env(), cwd=folder, start_new_session=True,
+        stdout=log, stderr=subprocess.STDOUT, env=mlflow_env(os.path.join(folder, "tmp")), cwd=folder,
+        start_new_session=True,
     )
     server = MlflowRegistry(url, folder, proc, {})
     atexit.register(_stop, server)
@@ -119,7 +124,8 @@ def mlflow_registry() -> MlflowRegistry:
         time.sleep(0.3)
     out = os.path.join(folder, "registered.json")
     done = subprocess.run([MLFLOW_PYTHON, str(SCRIPTS / "registry_models.py"), out], capture_output=True, text=True,
-                          env={**mlflow_env(), "MLFLOW_TRACKING_URI": url}, cwd=folder, timeout=300)
+                          env={**mlflow_env(os.path.join(folder, "tmp")), "MLFLOW_TRACKING_URI": url}, cwd=folder,
+                          timeout=300)
     if done.returncode != 0:
         raise RuntimeError(f"registry_models.py failed:\n{done.stdout[-2000:]}\n{done.stderr[-4000:]}")
     with open(out) as f:

@@ -55,6 +55,8 @@ def run(tmp_path_factory, elasticnet, diabetes):
         wait_until_ready(server, url, 60, str(log))
         mlflow_env = {k: v for k, v in env.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME")}
         mlflow_env["MLFLOW_DISABLE_TELEMETRY"] = "true"
+        (base / "tmp").mkdir()
+        mlflow_env["TMPDIR"] = str(base / "tmp")  # MLflow's downloads go to temp dirs it never removes
         proc = subprocess.run([MLFLOW_PYTHON, str(SCRIPT), url, model_dir, str(base / "rows.json"),
                                str(base / "out.json")], cwd=base, env=mlflow_env, capture_output=True, text=True,
                               timeout=600)
