@@ -223,8 +223,13 @@ def test_every_stuck_request_of_a_worker_gets_its_504_and_an_access_log_line(ser
         time.sleep(0.1)
     assert len(worker_pids(url.pid) - before) == 1
     assert predictions(post(url, {"inputs": {"x": [2.0]}})) == [2.0]
+    ok_line = r'"POST /invocations HTTP/1\.1" 200 \d+ \d+ms$'
+    # gunicorn writes the access line after the answer is sent: the client can read the log first.
+    deadline = time.monotonic() + 10
+    while not re.search(ok_line, log_of(url), re.M) and time.monotonic() < deadline:
+        time.sleep(0.1)
     log = log_of(url)
     # The format of every other access-log line: [time] client "request line" status bytes duration.
     timed_out = re.findall(r'^\[[^]]+\] 127\.0\.0\.1 "POST /invocations HTTP/1\.1" 504 \d+ \d+ms$', log, re.M)
     assert len(timed_out) == 2, log
-    assert len(re.findall(r'"POST /invocations HTTP/1\.1" 200 \d+ \d+ms$', log, re.M)) == 1
+    assert len(re.findall(ok_line, log, re.M)) == 1
